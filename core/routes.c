@@ -1,0 +1,250 @@
+/* routes.c — the core's own routes. */
+#include "build-config.h"
+#include "routes.h"
+#include "config.h"
+#include "db.h"
+#include "loader.h"
+#include "log.h"
+#include "metrics.h"
+#include "openapi.h"
+#include "router.h"
+#include "serve.h"
+#include "server.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+static void health(struct sp_request *req, void *arg)
+{
+	sp_request_reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static void ready_done(const struct sp_db_result *res, void *arg)
+{
+	struct sp_request *req = arg;
+	if (sp_db_result_ok(res)) {
+		sp_request_reply_json(req, 200,
+				      json_pack("{s:s, s:s}", "status", "ready", "database", "up"));
+		return;
+	}
+	sp_request_add_header(req, "Retry-After", "1");
+	sp_request_reply_problem(req, 503, "Not ready", "the database is not reachable", NULL);
+}
+
+static void ready(struct sp_request *req, void *arg)
+{
+	struct sp_core *core = sp_request_core(req);
+	if (core->draining) {
+		sp_request_reply_problem(req, 503, "Not ready", "the server is shutting down",
+					 NULL);
+		return;
+	}
+	if (sp_db_query(core->db, "SELECT 1", 0, NULL, ready_done, req) < 0)
+		sp_request_reply_problem(req, 503, "Not ready", "the database is not reachable",
+					 NULL);
+}
+
+static void metrics(struct sp_request *req, void *arg)
+{
+	struct sp_core *core = sp_request_core(req);
+	struct evbuffer *buf = evbuffer_new();
+	sp_metrics_render(core->metrics, core, buf);
+	size_t len = evbuffer_get_length(buf);
+	sp_request_reply_raw(req, 200, "text/plain; version=0.0.4; charset=utf-8",
+			     evbuffer_pullup(buf, -1), len);
+	evbuffer_free(buf);
+}
+
+static void openapi(struct sp_request *req, void *arg)
+{
+	sp_request_reply_json(req, 200,
+			      sp_openapi_document(sp_request_core(req)->router, PACKAGE_VERSION));
+}
+
+static void plugins_list(struct sp_request *req, void *arg)
+{
+	struct sp_core *core = sp_request_core(req);
+	json_t *items = json_array();
+	for (size_t i = 0; i < sp_plugins_len(core->plugins); i++)
+		json_array_append_new(items, sp_plugin_info(sp_plugins_at(core->plugins, i), core));
+	sp_request_reply_json(req, 200, json_pack("{s:o, s:n}", "items", items, "next_cursor"));
+}
+
+static struct sp_plugin *find_plugin(struct sp_request *req)
+{
+	struct sp_core *core = sp_request_core(req);
+	const char *name = sp_request_param(req, "name");
+	struct sp_plugin *p = name ? sp_plugins_find(core->plugins, name) : NULL;
+	if (!p)
+		sp_request_reply_problem(req, 404, NULL, "no such plugin", NULL);
+	return p;
+}
+
+static void plugin_get(struct sp_request *req, void *arg)
+{
+	struct sp_plugin *p = find_plugin(req);
+	if (p)
+		sp_request_reply_json(req, 200, sp_plugin_info(p, sp_request_core(req)));
+}
+
+static void settings_get(struct sp_request *req, void *arg)
+{
+	struct sp_plugin *p = find_plugin(req);
+	if (!p)
+		return;
+	const json_t *cur = sp_plugin_current_settings(p);
+	sp_request_reply_json(req, 200,
+			      json_pack("{s:s, s:O, s:o}", "plugin", sp_plugin_name(p), "settings",
+					cur ? (json_t *)cur : json_object(), "schema",
+					sp_plugin_settings_schema(p)));
+}
+
+struct settings_put {
+	struct sp_request *req;
+	struct sp_core *core;
+	char *name;
+	json_t *settings;
+};
+
+static void settings_saved(const struct sp_db_result *res, void *arg)
+{
+	struct settings_put *sp = arg;
+	if (!sp_db_result_ok(res)) {
+		if (strcmp(sp_db_result_sqlstate(res), SP_DB_STATE_UNAVAILABLE) == 0)
+			sp_request_reply_problem(sp->req, 503, NULL, "the database is unavailable",
+						 NULL);
+		else
+			sp_request_reply_problem(sp->req, 500, NULL, sp_db_result_error(res), NULL);
+	} else {
+		struct sp_plugin *p = sp_plugins_find(sp->core->plugins, sp->name);
+		json_t *stored = json_loads(sp_db_result_value(res, 0, 0), 0, NULL);
+		if (p)
+			sp_plugin_apply_settings(p, stored);
+		if (stored)
+			json_object_set(sp->core->stored_settings, sp->name, stored);
+		json_decref(stored);
+		sp_db_notify(sp->core->db, SP_SETTINGS_CHANNEL, sp->name);
+		const json_t *cur = p ? sp_plugin_current_settings(p) : NULL;
+		sp_request_reply_json(sp->req, 200,
+				      json_pack("{s:s, s:O}", "plugin", sp->name, "settings",
+						cur ? (json_t *)cur : json_null()));
+	}
+	free(sp->name);
+	json_decref(sp->settings);
+	free(sp);
+}
+
+/* PUT replaces the stored settings of a plugin; values are checked against the
+ * plugin's schema first, and nothing is stored when one is wrong. */
+static void settings_put(struct sp_request *req, void *arg)
+{
+	struct sp_plugin *p = find_plugin(req);
+	if (!p)
+		return;
+	json_t *body = sp_request_json(req);
+	if (!body)
+		return;
+	if (!sp_plugin_desc(p)) {
+		sp_request_reply_problem(req, 409, NULL, "this plugin is not loaded", NULL);
+		return;
+	}
+	json_t *errors = NULL;
+	json_t *checked = sp_plugin_settings_check(p, body, false, &errors);
+	if (!checked) {
+		sp_request_reply_problem(req, 422, "Invalid settings",
+					 "some settings do not match the plugin's schema", errors);
+		return;
+	}
+	struct settings_put *sp = sp_calloc(1, sizeof(*sp));
+	sp->req = req;
+	sp->core = sp_request_core(req);
+	sp->name = sp_strdup(sp_plugin_name(p));
+	sp->settings = checked;
+	char *text = json_dumps(checked, JSON_COMPACT);
+	const char *params[] = { sp->name, text };
+	if (sp_db_query(sp->core->db,
+			"INSERT INTO sp_plugin_settings (plugin, settings) VALUES ($1, $2::jsonb) "
+			"ON CONFLICT (plugin) DO UPDATE SET settings = EXCLUDED.settings, "
+			"updated_at = now() RETURNING settings::text",
+			2, params, settings_saved, sp) < 0) {
+		free(sp->name);
+		json_decref(sp->settings);
+		free(sp);
+		sp_request_reply_problem(req, 503, NULL, "the database is unavailable", NULL);
+	}
+	free(text);
+}
+
+/* Another instance changed a plugin's settings: read them and apply. */
+static void settings_fetched(const struct sp_db_result *res, void *arg)
+{
+	struct sp_core *core = arg;
+	if (!sp_db_result_ok(res) || sp_db_result_ntuples(res) != 1)
+		return;
+	const char *name = sp_db_result_value(res, 0, 0);
+	json_t *stored = json_loads(sp_db_result_value(res, 0, 1), 0, NULL);
+	struct sp_plugin *p = sp_plugins_find(core->plugins, name);
+	if (stored) {
+		json_object_set(core->stored_settings, name, stored);
+		if (p)
+			sp_plugin_apply_settings(p, stored);
+	}
+	json_decref(stored);
+}
+
+static void on_settings_notify(const char *channel, const char *payload, void *arg)
+{
+	struct sp_core *core = arg;
+	if (!sp_is_ident(payload))
+		return;
+	const char *params[] = { payload };
+	if (sp_db_query(core->db, "SELECT plugin, settings::text FROM sp_plugin_settings WHERE "
+				  "plugin = $1",
+			1, params, settings_fetched, core) < 0)
+		sp_warn("could not refresh the settings of plugin %s", payload);
+}
+
+void sp_routes_listen_settings(struct sp_core *core)
+{
+	sp_db_listen(core->db, SP_SETTINGS_CHANNEL, on_settings_notify, core);
+}
+
+static const char plugin_schema[] =
+	"{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"version\":{"
+	"\"type\":\"string\"},\"abi\":{\"type\":\"string\"},\"description\":{\"type\":"
+	"\"string\"},\"status\":{\"type\":\"string\",\"enum\":[\"loaded\",\"running\","
+	"\"rejected\",\"failed\"]},\"error\":{\"type\":\"string\"},\"routes\":{\"type\":"
+	"\"array\"}}}";
+
+int sp_routes_register(struct sp_core *core)
+{
+	const struct sp_route routes[] = {
+		{ "GET", "/health", SP_ACCESS_PUBLIC, health, "Liveness: the process answers",
+		  NULL, NULL },
+		{ "GET", "/ready", SP_ACCESS_PUBLIC, ready,
+		  "Readiness: the database is reachable", NULL, NULL },
+		{ "GET", "/metrics", SP_ACCESS_PUBLIC, metrics, "Prometheus metrics", NULL, NULL },
+		{ "GET", "/v1/openapi.json", SP_ACCESS_PUBLIC, openapi,
+		  "This OpenAPI document", NULL, NULL },
+		{ "GET", "/v1/plugins", SP_ACCESS_PUBLIC, plugins_list,
+		  "Loaded plugins with their status and routes", NULL, NULL },
+		{ "GET", "/v1/plugins/{name}", SP_ACCESS_PUBLIC, plugin_get, "One plugin", NULL,
+		  plugin_schema },
+		{ "GET", "/v1/plugins/{name}/settings", SP_ACCESS_ADMIN, settings_get,
+		  "A plugin's effective settings and their schema", NULL, NULL },
+		{ "PUT", "/v1/plugins/{name}/settings", SP_ACCESS_ADMIN, settings_put,
+		  "Replace a plugin's stored settings (validated, applied without restart)",
+		  "{\"type\":\"object\"}", NULL },
+	};
+	char err[256];
+	for (size_t i = 0; i < SP_ARRAY_LEN(routes); i++) {
+		if (sp_router_add(core->router, &routes[i], NULL, core, err, sizeof(err)) < 0) {
+			sp_error("core route: %s", err);
+			return -1;
+		}
+	}
+	return 0;
+}

@@ -4,6 +4,7 @@
 #endif
 
 #include "db.h"
+#include "log.h"
 
 #include <errno.h>
 #include <math.h>
@@ -165,7 +166,7 @@ static void db_log(const char *fmt, ...)
 	for (char *p = buf; *p; p++)
 		if (*p == '\n' || *p == '\t' || *p == '\r')
 			*p = ' ';
-	fprintf(stderr, "db: %s\n", buf);
+	sp_log(SP_LOG_WARN, "database: %s", buf);
 }
 
 /* libpq messages end with a newline; log them without it. */

@@ -10,15 +10,11 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
-#include <event2/keyvalq_struct.h>
-#include <event2/listener.h>
 #include <event2/util.h>
 
 static const char body[] = "{\"status\":\"ok\"}";
@@ -28,7 +24,7 @@ static void hello_cb(struct evhttp_request *req, void *arg)
 	struct evbuffer *out = evhttp_request_get_output_buffer(req);
 	evbuffer_add_reference(out, body, sizeof(body) - 1, NULL, NULL);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-			  "application/json");
+	                  "application/json");
 	evhttp_send_reply(req, 200, "OK", NULL);
 }
 

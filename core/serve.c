@@ -142,9 +142,6 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	struct sp_core *core = w->core;
-	enum sp_log_level lvl;
-	sp_log_parse_level(cfg->log_level, &lvl);
-	sp_log_set_level(lvl);
 	sp_server_apply_limits(core->server, cfg);
 	sp_config_free(core->cfg);
 	core->cfg = cfg;
@@ -154,7 +151,11 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 		if (sp_plugin_status(p) == SP_PLUGIN_RUNNING)
 			sp_plugin_apply_settings(p, sp_api_stored_settings(core, sp_plugin_name(p)));
 	}
+	/* Said before the new level applies, so it is seen whatever the level. */
 	sp_info("configuration reloaded (log level %s)", cfg->log_level);
+	enum sp_log_level lvl;
+	sp_log_parse_level(cfg->log_level, &lvl);
+	sp_log_set_level(lvl);
 }
 
 static int run_worker(struct sp_config *cfg, const char *config_path,

@@ -70,6 +70,7 @@ struct sp_server {
 	struct event *drain_timer;
 	void (*drain_done)(void *);
 	void *drain_arg;
+	uint64_t drain_deadline_us;
 };
 
 struct sp_request {
@@ -250,9 +251,6 @@ static void finish(struct sp_request *req, int status, struct evbuffer *body)
 	json_decref(req->body);
 	free(req->path);
 	free(req);
-	if (srv->drain_done && srv->inflight == 0) {
-		event_active(srv->drain_timer, EV_TIMEOUT, 0);
-	}
 }
 
 void sp_request_reply_raw(struct sp_request *req, int status, const char *content_type,
@@ -627,11 +625,24 @@ fail:
 	return NULL;
 }
 
+/* Responses still queued for writing: evhttp writes asynchronously after send_reply. */
+static bool output_pending(struct sp_server *srv)
+{
+	for (struct conn *c = srv->conns; c; c = c->next)
+		if (!conn_orphaned(c) && evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+			return true;
+	return false;
+}
+
 static void drain_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_server *srv = arg;
-	if (srv->inflight > 0 && !(what & EV_TIMEOUT))
+	bool expired = sp_now_us() >= srv->drain_deadline_us;
+	if (!expired && (srv->inflight > 0 || output_pending(srv))) {
+		struct timeval tick = { 0, 20000 };
+		event_add(srv->drain_timer, &tick);
 		return;
+	}
 	if (srv->inflight > 0)
 		sp_warn("shutdown timeout: %d request(s) still in flight are dropped",
 			srv->inflight);
@@ -649,11 +660,9 @@ void sp_server_drain(struct sp_server *srv, int timeout_s, void (*done)(void *),
 	}
 	srv->drain_done = done;
 	srv->drain_arg = arg;
+	srv->drain_deadline_us = sp_now_us() + (uint64_t)timeout_s * 1000000u;
 	srv->drain_timer = event_new(srv->core->base, -1, 0, drain_cb, srv);
-	struct timeval tv = { timeout_s, 0 };
-	event_add(srv->drain_timer, &tv);
-	if (srv->inflight == 0)
-		event_active(srv->drain_timer, EV_TIMEOUT, 0);
+	event_active(srv->drain_timer, EV_TIMEOUT, 0);
 }
 
 void sp_server_free(struct sp_server *srv)

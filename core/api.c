@@ -237,6 +237,7 @@ static const struct sp_api api_table = {
 	.metric_add = sp_metric_add,
 	.metric_set = sp_metric_set,
 	.settings = api_settings,
+	.req_principal = sp_request_principal,
 };
 
 const struct sp_api *sp_api_table(void)

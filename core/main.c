@@ -7,6 +7,7 @@
 #include "log.h"
 #include "pgembed.h"
 #include "serve.h"
+#include "users.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -325,6 +326,8 @@ static void usage(FILE *out)
 		"  migrate        apply pending database migrations\n"
 		"  check-config   validate the configuration and print the effective values\n"
 		"  plugins        list the plugins that would be loaded and their status\n"
+		"  user add       create a user (e.g. the first admin)\n"
+		"  token create   create an API token for a user (printed once)\n"
 		"\n"
 		"Every command takes --help. Database commands take --config FILE,\n"
 		"--database URL and --state-dir DIR. `spearhead --version` prints the version.\n",
@@ -359,6 +362,8 @@ int main(int argc, char **argv)
 		{ "migrate", cmd_migrate },
 		{ "check-config", cmd_check_config },
 		{ "plugins", cmd_plugins },
+		{ "user", sp_cmd_user },
+		{ "token", sp_cmd_token },
 	};
 	for (size_t i = 0; i < SP_ARRAY_LEN(cmds); i++)
 		if (strcmp(cmd, cmds[i].name) == 0)

@@ -14,6 +14,7 @@
  * while we handle it), so a handler may answer after asynchronous work.
  */
 #include "server.h"
+#include "auth.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
@@ -87,6 +88,7 @@ struct sp_request {
 	bool body_done;
 	uint64_t start_us;
 	char peer[64];
+	struct sp_principal *principal; /* owned; NULL when anonymous */
 };
 
 static int conn_cmp(const void *a, const void *b)
@@ -249,6 +251,7 @@ static void finish(struct sp_request *req, int status, struct evbuffer *body)
 	if (req->query_parsed)
 		evhttp_clear_headers(&req->query);
 	json_decref(req->body);
+	sp_principal_free(req->principal);
 	free(req->path);
 	free(req);
 }
@@ -452,14 +455,50 @@ static bool check_limits(struct sp_request *req)
 	return false;
 }
 
-static bool authorize(struct sp_request *req, enum sp_access access)
+static void dispatch(struct sp_request *req)
 {
-	if (access == SP_ACCESS_PUBLIC)
-		return true;
-	/* No identity provider is wired in yet: deny by default. */
-	sp_request_add_header(req, "WWW-Authenticate", "Bearer");
-	sp_request_reply_problem(req, 401, NULL, "this route needs a bearer token", NULL);
-	return false;
+	const struct sp_route_entry *e = req->match.entry;
+	if (e->route.access != SP_ACCESS_PUBLIC && !req->principal) {
+		sp_request_add_header(req, "WWW-Authenticate", "Bearer");
+		sp_request_reply_problem(req, 401, NULL, "this route needs a bearer token", NULL);
+		return;
+	}
+	if (e->route.access == SP_ACCESS_ADMIN && !req->principal->is_admin) {
+		sp_request_reply_problem(req, 403, NULL, "this route is for cluster staff (admins)",
+					 NULL);
+		return;
+	}
+	const char *plugin = NULL;
+	if (e->owner)
+		plugin = sp_plugin_name(e->owner);
+	sp_log_set_context(req->rid, plugin);
+	e->route.handler(req, e->owner ? sp_plugin_state(e->owner) : e->arg);
+	sp_log_set_context(NULL, NULL);
+}
+
+static void auth_done(struct sp_principal *principal, int status, void *arg)
+{
+	struct sp_request *req = arg;
+	if (status == 503) {
+		sp_request_add_header(req, "Retry-After", "1");
+		sp_request_reply_problem(req, 503, NULL,
+					 "credentials cannot be checked: the database is unavailable",
+					 NULL);
+		return;
+	}
+	if (status != 0) {
+		sp_request_add_header(req, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+		sp_request_reply_problem(req, 401, NULL,
+					 "the bearer token is unknown, expired or revoked", NULL);
+		return;
+	}
+	req->principal = principal;
+	dispatch(req);
+}
+
+const struct sp_principal *sp_request_principal(struct sp_request *req)
+{
+	return req->principal;
 }
 
 static void gen_cb(struct evhttp_request *ev, void *arg)
@@ -522,15 +561,22 @@ static void gen_cb(struct evhttp_request *ev, void *arg)
 		sp_request_reply_problem(req, 405, NULL, detail, NULL);
 		return;
 	}
-	const struct sp_route_entry *e = req->match.entry;
-	if (!authorize(req, e->route.access))
+	/* Credentials, when given, are checked on every route (a bad token is an error
+	 * even where none is needed); the route's access level is checked after. */
+	const char *authz = sp_request_header(req, "Authorization");
+	if (!authz) {
+		dispatch(req);
 		return;
-	const char *plugin = NULL;
-	if (e->owner)
-		plugin = sp_plugin_name(e->owner);
-	sp_log_set_context(req->rid, plugin);
-	e->route.handler(req, e->owner ? sp_plugin_state(e->owner) : e->arg);
-	sp_log_set_context(NULL, NULL);
+	}
+	const char *token = sp_auth_bearer(authz);
+	if (!token) {
+		sp_request_add_header(req, "WWW-Authenticate", "Bearer");
+		sp_request_reply_problem(req, 401, NULL,
+					 "the Authorization header must be 'Bearer <token>'", NULL);
+		return;
+	}
+	if (sp_auth_resolve(srv->core->db, token, auth_done, req) < 0)
+		auth_done(NULL, 503, req);
 }
 
 /* ---- listening ---- */

@@ -32,6 +32,7 @@ const char *sp_request_id(struct sp_request *req);
 const char *sp_request_method(struct sp_request *req);
 const char *sp_request_path(struct sp_request *req);
 struct sp_core *sp_request_core(struct sp_request *req);
+const struct sp_principal *sp_request_principal(struct sp_request *req);
 json_t *sp_request_json(struct sp_request *req);
 void sp_request_reply_json(struct sp_request *req, int status, json_t *body);
 void sp_request_reply_problem(struct sp_request *req, int status, const char *title,

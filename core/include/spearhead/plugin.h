@@ -89,6 +89,15 @@ struct sp_migration {
 	const char *sql;  /* may hold several statements; runs inside one transaction */
 };
 
+/* Who is calling: resolved from the bearer token before the handler runs. */
+struct sp_principal {
+	const char *user_id;  /* opaque id */
+	const char *email;
+	const char *org_id;   /* NULL when the user belongs to no organisation */
+	const char *org_role; /* "member" or "manager"; NULL without organisation */
+	bool is_admin;	      /* cluster staff */
+};
+
 /* Callbacks. Borrowed arguments are valid only during the call. */
 typedef void sp_db_result_fn(const struct sp_db_result *res, void *arg);
 typedef void sp_db_tx_fn(struct sp_db_tx *tx, void *arg);
@@ -204,6 +213,10 @@ struct sp_api {
 	/* ---- settings ---- */
 	/* The plugin's current validated settings (borrowed until the next reload). */
 	const json_t *(*settings)(struct sp_plugin *plugin);
+
+	/* ---- identity ---- */
+	/* The caller (borrowed, valid until the reply), or NULL when anonymous. */
+	const struct sp_principal *(*req_principal)(struct sp_request *req);
 };
 
 #ifdef __cplusplus

@@ -35,7 +35,7 @@ static const struct opt options[] = {
 	{ "server", "max_headers", "SPEARHEAD_MAX_HEADERS", OPT_LONG, "100", 8, 10000,
 	  OFF(max_headers), "most header fields in a request; more get 431" },
 	{ "server", "header_timeout_s", "SPEARHEAD_HEADER_TIMEOUT_S", OPT_LONG, "10", 1, 3600,
-	  OFF(header_timeout_s), "total time allowed to send a request head (stops slowloris)" },
+	  OFF(header_timeout_s), "time allowed to receive a whole request from its first byte (stops slowloris)" },
 	{ "server", "idle_timeout_s", "SPEARHEAD_IDLE_TIMEOUT_S", OPT_LONG, "60", 1, 86400,
 	  OFF(idle_timeout_s), "close a connection silent for this long" },
 	{ "server", "json_max_depth", "SPEARHEAD_JSON_MAX_DEPTH", OPT_LONG, "32", 2, 1000,

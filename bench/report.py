@@ -35,6 +35,8 @@ def load(path):
     rates = collections.defaultdict(dict)  # target -> round -> row
     rss = collections.defaultdict(list)  # kind -> [(label, kB)]
     logs = {}
+    busy = []  # CPU busy % of the machine just before each measurement
+    loadavg = {}
     with open(path, newline='') as f:
         for row in csv.DictReader(f, delimiter='\t'):
             kind = row['kind']
@@ -49,7 +51,11 @@ def load(path):
                 rss[kind].append((row['target'], int(row['value'] or 0)))
             elif kind == 'log_bytes':
                 logs[row['target']] = int(row['value'])
-    return rates, rss, logs
+            elif kind == 'busy':
+                busy.append(float(row['value']))
+            elif kind == 'loadavg':
+                loadavg[row['target']] = row['value']
+    return rates, rss, logs, busy, loadavg
 
 
 def med(values):
@@ -93,6 +99,16 @@ class Figures:
         return ma / mb, min(per_round, default=None), max(per_round, default=None)
 
 
+def rss_name(label):
+    """w2_warn_worker → "2 workers, log warn: a worker"."""
+    parts = label.split('_')
+    n = parts[0][1:]
+    name = '%s worker%s, log %s' % (n, 's' if n != '1' else '', parts[1])
+    if len(parts) > 2:
+        name += ': the ' + parts[2] if parts[2] == 'master' else ': a ' + parts[2]
+    return name
+
+
 def fmt_rate(v):
     return '-' if v is None else '{:,.0f}'.format(v)
 
@@ -115,7 +131,7 @@ def verdict(value, target, below=False):
 def main():
     if len(sys.argv) != 3:
         sys.exit('usage: report.py RESULTS.tsv OUTPUT.md')
-    rates, rss, logs = load(sys.argv[1])
+    rates, rss, logs, busy, loadavg = load(sys.argv[1])
     fig = Figures(rates)
     route = env('DB_ROUTE')
     pool = env('POOL')
@@ -152,6 +168,16 @@ def main():
       'goes to a file.' % env('NPROC'))
     w('')
 
+    if busy:
+        quiet = sum(1 for b in busy if b <= 25)
+        w('Other work on the machine: before each measurement the script waits (10 s at most) '
+          'until the CPUs are less than 25%% busy with the servers idle; %d of %d '
+          'measurements started that quiet; CPU busy before a measurement: median %.0f%%, '
+          'max %.0f%%. Load average %s at the start, %s at the end.'
+          % (quiet, len(busy), statistics.median(busy), max(busy),
+             loadavg.get('start', '?'), loadavg.get('end', '?')))
+        w('')
+
     # ---- targets ----
     w('## Targets')
     w('')
@@ -184,7 +210,7 @@ def main():
             label, kb = max(workers, key=lambda x: x[1])
             mb = kb / 1024.0
             w('| RSS of one worker, %s (largest: %s) | %.1f MB | - | < %.0f MB | %s |'
-              % (when, label.replace('_worker', ', a worker'), mb, RSS_TARGET_MB,
+              % (when, rss_name(label), mb, RSS_TARGET_MB,
                  verdict(mb, RSS_TARGET_MB, below=True)))
     w('')
     w('A ratio is the median of the server divided by the median of its ceiling; the '
@@ -211,6 +237,8 @@ def main():
     rate_row('bare evhttp hello JSON (`bench/hello_server.c`)', 'hello')
     rate_row('bare evhttp + async libpq one-row SELECT, pool %s (`bench/pg_server.c`)' % pool,
              'pg_ceiling')
+    rate_row('the same with a prepared statement (`pg_server --prepared`; not the ceiling, '
+             'see below)', 'pg_prepared', 'pg_ceiling')
     if fig.has('pgbench'):
         lo, hi = fig.spread('pgbench')
         w('| PostgreSQL alone: `%s` | %s TPS | %s–%s | ceiling | - | %s ms (average) | %d |'
@@ -226,6 +254,13 @@ def main():
       'Errors are non-2xx answers and socket errors reported by wrk, failed transactions '
       'reported by pgbench; a run with errors does not measure what it claims to.')
     w('')
+    r, _, _ = fig.ratio('pg_prepared', 'pg_ceiling')
+    if r is not None:
+        w('The one-row ceiling sends its SELECT as an unnamed parameterised statement '
+          '(`PQsendQueryParams`), as the database route does (`db_query`); the row above '
+          'shows what preparing it once per connection (`PQsendQueryPrepared`, what '
+          '`db_query_prepared` does) is worth on the bare server: %.2f×.' % r)
+        w('')
     r, _, _ = fig.ratio('pg_ceiling', 'pgbench')
     if r is not None:
         w('The bare one-row server reaches %.2f× the select-only TPS PostgreSQL sustains on '
@@ -262,27 +297,12 @@ def main():
         w('')
         w('| process | idle, after start | idle, after the load rounds |')
         w('|---|---|---|')
-        after = dict(rss.get('rss_after', []))
-        seen = collections.Counter()
-        rows = []
-        for label, kb in rss.get('rss_idle', []):
-            seen[label] += 1
-            rows.append((label, seen[label], kb))
-        after_seen = collections.Counter()
-        after_list = collections.defaultdict(list)
-        for label, kb in rss.get('rss_after', []):
-            after_seen[label] += 1
-            after_list[label].append(kb)
-        for label, i, kb in rows:
-            a = after_list.get(label, [])
-            akb = a[i - 1] if i - 1 < len(a) else None
-            name = label.replace('_', ' ').replace('w1', '1 worker,').replace(
-                'w2', '2 workers,')
-            if label.endswith('_worker'):
-                name += ' %d' % i
-            w('| %s | %.1f MB | %s |' % (name, kb / 1024.0,
+        idle = rss.get('rss_idle', [])
+        after = rss.get('rss_after', [])
+        for i, (label, kb) in enumerate(idle):
+            akb = after[i][1] if i < len(after) and after[i][0] == label else None
+            w('| %s | %.1f MB | %s |' % (rss_name(label), kb / 1024.0,
                                         '-' if akb is None else '%.1f MB' % (akb / 1024.0)))
-        del after
         w('')
 
     # ---- raw ----

@@ -49,26 +49,6 @@ static int api_route_add(struct sp_plugin *plugin, const struct sp_route *route)
 	return 0;
 }
 
-static void api_reply_db_error(struct sp_request *req, const struct sp_db_result *res)
-{
-	const char *state = sp_db_result_sqlstate(res);
-	if (strcmp(state, SP_DB_STATE_UNAVAILABLE) == 0 || strcmp(state, "55P03") == 0 ||
-	    strcmp(state, "57014") == 0 || strcmp(state, "57P01") == 0 ||
-	    strncmp(state, "08", 2) == 0) {
-		sp_request_add_header(req, "Retry-After", "1");
-		sp_request_reply_problem(req, 503, NULL,
-					 "the database is busy or unavailable; retry shortly", NULL);
-		return;
-	}
-	if (strcmp(state, "23505") == 0) {
-		sp_request_reply_problem(req, 409, NULL, "this already exists", NULL);
-		return;
-	}
-	sp_error("query failed (%s): %s", state, sp_db_result_error(res));
-	sp_request_reply_problem(req, 500, NULL, "an internal error occurred; it has been logged",
-				 NULL);
-}
-
 /* Keeps the request id and plugin in the log context across the asynchronous hop. */
 struct query_ctx {
 	sp_db_result_fn *cb;
@@ -86,10 +66,8 @@ static void query_done(const struct sp_db_result *res, void *arg)
 	free(q);
 }
 
-static int api_db_query(struct sp_plugin *plugin, const char *sql, int nparams,
-			const char *const *params, sp_db_result_fn *cb, void *arg)
+static struct query_ctx *query_ctx_new(struct sp_plugin *plugin, sp_db_result_fn *cb, void *arg)
 {
-	struct sp_core *core = sp_plugin_core(plugin);
 	struct query_ctx *q = sp_calloc(1, sizeof(*q));
 	q->cb = cb;
 	q->arg = arg;
@@ -97,7 +75,32 @@ static int api_db_query(struct sp_plugin *plugin, const char *sql, int nparams,
 	const char *rid, *pl;
 	sp_log_get_context(&rid, &pl);
 	snprintf(q->rid, sizeof(q->rid), "%s", rid ? rid : "");
-	if (sp_db_query(core->db, sql, nparams, params, query_done, q) < 0) {
+	return q;
+}
+
+static int api_db_query(struct sp_plugin *plugin, const char *sql, int nparams,
+			const char *const *params, sp_db_result_fn *cb, void *arg)
+{
+	struct query_ctx *q = query_ctx_new(plugin, cb, arg);
+	if (sp_db_query(sp_plugin_core(plugin)->db, sql, nparams, params, query_done, q) < 0) {
+		free(q);
+		return -1;
+	}
+	return 0;
+}
+
+static int api_db_query_prepared(struct sp_plugin *plugin, const char *name, const char *sql,
+				 int nparams, const char *const *params, sp_db_result_fn *cb,
+				 void *arg)
+{
+	/* Statement names are per connection and shared by all plugins: scope them. */
+	char scoped[64];
+	int n = snprintf(scoped, sizeof(scoped), "%s.%s", sp_plugin_name(plugin), name ? name : "");
+	if (!name || !*name || n >= (int)sizeof(scoped))
+		return -1;
+	struct query_ctx *q = query_ctx_new(plugin, cb, arg);
+	if (sp_db_query_prepared(sp_plugin_core(plugin)->db, scoped, sql, nparams, params,
+				 query_done, q) < 0) {
 		free(q);
 		return -1;
 	}
@@ -215,7 +218,7 @@ static const struct sp_api api_table = {
 	.reply_json = sp_request_reply_json,
 	.reply_problem = sp_request_reply_problem,
 	.reply_raw = sp_request_reply_raw,
-	.reply_db_error = api_reply_db_error,
+	.reply_db_error = sp_request_reply_db_error,
 	.db_query = api_db_query,
 	.db_tx = api_db_tx,
 	.db_tx_query = sp_db_tx_query,
@@ -237,6 +240,7 @@ static const struct sp_api api_table = {
 	.metric_add = sp_metric_add,
 	.metric_set = sp_metric_set,
 	.settings = api_settings,
+	.db_query_prepared = api_db_query_prepared,
 	.req_principal = sp_request_principal,
 };
 

@@ -99,7 +99,7 @@ int sp_auth_resolve(struct sp_db *db, const char *token, sp_auth_fn *cb, void *a
 	}
 	const char *params[] = { ctx->digest };
 	if (sp_db_query_prepared(db, "sp_auth_resolve",
-				 "SELECT encode(t.digest, 'hex'), u.id::text AS user_id, u.email, "
+				 "SELECT encode(t.digest, 'hex'), u.id::text AS user_id, u.email, t.id::text AS token_id, "
 				 "u.org_id::text AS org_id, u.org_role, u.is_admin "
 				 "FROM sp_tokens t JOIN sp_users u ON u.id = t.user_id "
 				 "WHERE t.digest = decode($1, 'hex') AND t.revoked_at IS NULL "
@@ -109,6 +109,12 @@ int sp_auth_resolve(struct sp_db *db, const char *token, sp_auth_fn *cb, void *a
 		return -1;
 	}
 	return 0;
+}
+
+const char *sp_principal_token_id(const struct sp_principal *principal)
+{
+	const struct principal_box *box = (const struct principal_box *)principal;
+	return principal ? json_string_value(json_object_get(box->row, "token_id")) : NULL;
 }
 
 void sp_principal_free(struct sp_principal *principal)

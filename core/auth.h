@@ -24,6 +24,8 @@ typedef void sp_auth_fn(struct sp_principal *principal, int status, void *arg);
 /* Looks the token up without blocking; cb runs later, exactly once. -1 = not queued. */
 int sp_auth_resolve(struct sp_db *db, const char *token, sp_auth_fn *cb, void *arg);
 void sp_principal_free(struct sp_principal *principal);
+/* The id of the token that authenticated the request (borrowed). */
+const char *sp_principal_token_id(const struct sp_principal *principal);
 
 /* argon2id via libsodium. Returns 0 or -1 (out of memory). */
 int sp_password_hash(const char *password, char *out, size_t outlen);

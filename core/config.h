@@ -28,6 +28,11 @@ struct sp_config {
 	long statement_timeout_ms;
 	long lock_timeout_ms;
 	bool migrate_on_start;
+	/* [auth] */
+	long session_ttl_s;
+	long login_max_failures;	/* per account and per address, per window */
+	long login_window_s;
+	long password_threads;	/* argon2id work off the event loop */
 	/* [paths] */
 	char *state_dir;
 	char *plugin_dir;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/thread.h>
 #include <sodium.h>
 
 /* ---- shared flag parsing ---- */
@@ -338,6 +339,11 @@ int main(int argc, char **argv)
 {
 	if (sodium_init() < 0) {
 		fprintf(stderr, "spearhead: libsodium could not initialise\n");
+		return 1;
+	}
+	/* Work-pool threads hand results back to the loop: make libevent thread-aware. */
+	if (evthread_use_pthreads() < 0) {
+		fprintf(stderr, "spearhead: libevent has no thread support\n");
 		return 1;
 	}
 	if (argc < 2) {

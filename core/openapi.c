@@ -41,9 +41,15 @@ static void operation_id(const char *method, const char *pattern, char *out, siz
 			*c = (char)(*c - 'A' + 'a');
 }
 
+/* A route's schema text as a Schema Object; OpenAPI 3.1 allows only a JSON object or a
+ * boolean there, so anything else (unparsable, an array, a number) becomes the default. */
 static json_t *schema_or_default(const char *text)
 {
-	json_t *s = text ? json_loads(text, 0, NULL) : NULL;
+	json_t *s = text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+	if (s && !json_is_object(s) && !json_is_boolean(s)) {
+		json_decref(s);
+		s = NULL;
+	}
 	return s ? s : json_pack("{s:s}", "type", "object");
 }
 

@@ -17,6 +17,8 @@
 #include "routes.h"
 #include "server.h"
 #include "util.h"
+#include "identity.h"
+#include "workpool.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -189,7 +191,9 @@ static int run_worker(struct sp_config *cfg, const char *config_path,
 	core.metrics = sp_metrics_new();
 	core.bus = sp_bus_new(&core);
 	core.stored_settings = load_stored_settings(db_url);
-	if (!core.db || sp_routes_register(&core) < 0)
+	core.workpool = sp_workpool_new(core.base, (int)cfg->password_threads);
+	if (!core.db || !core.workpool || sp_routes_register(&core) < 0 ||
+	    sp_identity_register(&core) < 0)
 		goto out;
 	sp_plugins_init(plugins, &core);
 	core.server = sp_server_new(&core, listen_fd);
@@ -217,6 +221,7 @@ static int run_worker(struct sp_config *cfg, const char *config_path,
 out:
 	/* Order matters: the pool fails pending queries first, so their handlers still
 	 * find their plugin state and can answer; then plugins go; then HTTP. */
+	sp_workpool_free(core.workpool);
 	sp_db_free(core.db);
 	core.db = NULL;
 	sp_plugins_shutdown(plugins);

@@ -13,6 +13,7 @@ struct sp_bus;
 struct sp_metrics;
 struct sp_plugins;
 struct sp_server;
+struct sp_workpool;
 
 /* Everything one worker process runs; there is one per process. */
 struct sp_core {
@@ -24,6 +25,7 @@ struct sp_core {
 	struct sp_metrics *metrics;
 	struct sp_plugins *plugins;
 	struct sp_server *server;
+	struct sp_workpool *workpool; /* argon2id off the loop */
 	char instance_id[33]; /* random per process: tells our own NOTIFYs apart */
 	int worker;	      /* 1..N, or 0 when single-process */
 	bool draining;

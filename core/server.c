@@ -16,6 +16,7 @@
 #include "server.h"
 #include "auth.h"
 #include "config.h"
+#include "db.h"
 #include "http.h"
 #include "log.h"
 #include "loader.h"
@@ -306,6 +307,35 @@ void sp_request_reply_problem(struct sp_request *req, int status, const char *ti
 	reply_json_typed(req, status, p, SP_PROBLEM_CONTENT_TYPE);
 }
 
+/* The one place that maps database failures to HTTP: unavailable or busy → 503
+ * (retry), unique violation → 409, rejected value → 422, anything else → 500 with
+ * the detail in the log only. */
+void sp_request_reply_db_error(struct sp_request *req, const struct sp_db_result *res)
+{
+	const char *state = sp_db_result_sqlstate(res);
+	if (strcmp(state, SP_DB_STATE_UNAVAILABLE) == 0 || strcmp(state, "55P03") == 0 ||
+	    strcmp(state, "57014") == 0 || strcmp(state, "57P01") == 0 ||
+	    strncmp(state, "08", 2) == 0 || strcmp(state, "40001") == 0 ||
+	    strcmp(state, "40P01") == 0) {
+		sp_request_add_header(req, "Retry-After", "1");
+		sp_request_reply_problem(req, 503, NULL,
+					 "the database is busy or unavailable; retry shortly", NULL);
+		return;
+	}
+	if (strcmp(state, "23505") == 0) {
+		sp_request_reply_problem(req, 409, NULL, "this already exists", NULL);
+		return;
+	}
+	if (strcmp(state, "23514") == 0 || strcmp(state, "22001") == 0 ||
+	    strcmp(state, "22P02") == 0) {
+		sp_request_reply_problem(req, 422, NULL, "a value is not acceptable", NULL);
+		return;
+	}
+	sp_error("query failed (%s): %s", state, sp_db_result_error(res));
+	sp_request_reply_problem(req, 500, NULL, "an internal error occurred; it has been logged",
+				 NULL);
+}
+
 void sp_request_add_header(struct sp_request *req, const char *name, const char *value)
 {
 	evhttp_add_header(evhttp_request_get_output_headers(req->ev), name, value);
@@ -494,6 +524,11 @@ static void auth_done(struct sp_principal *principal, int status, void *arg)
 	}
 	req->principal = principal;
 	dispatch(req);
+}
+
+const char *sp_request_peer(struct sp_request *req)
+{
+	return req->peer;
 }
 
 const struct sp_principal *sp_request_principal(struct sp_request *req)

@@ -33,6 +33,10 @@ const char *sp_request_method(struct sp_request *req);
 const char *sp_request_path(struct sp_request *req);
 struct sp_core *sp_request_core(struct sp_request *req);
 const struct sp_principal *sp_request_principal(struct sp_request *req);
+/* The client's address (borrowed). */
+const char *sp_request_peer(struct sp_request *req);
+struct sp_db_result;
+void sp_request_reply_db_error(struct sp_request *req, const struct sp_db_result *res);
 json_t *sp_request_json(struct sp_request *req);
 void sp_request_reply_json(struct sp_request *req, int status, json_t *body);
 void sp_request_reply_problem(struct sp_request *req, int status, const char *title,

@@ -28,6 +28,7 @@ TMP = tempfile.mkdtemp(prefix='sp-example-', dir='/tmp')
 ROOT = os.path.join(TMP, 'root')             # DESTDIR of `make install`
 PLUGINS = os.path.join(TMP, 'plugins')       # SPEARHEAD_PLUGIN_PATH
 NO_PLUGINS = os.path.join(TMP, 'no-plugins')  # plugin_dir: keep installed plugins out
+ABI = '1.0'                                  # read again from the installed header
 
 
 def finish():
@@ -132,7 +133,12 @@ with tap.guard('install Spearhead into a temporary root'):
            'pkg-config --cflags has no -I into the source or build tree')
     with open(headers[0], 'rb') as a, \
             open(os.path.join(SRCDIR, 'core', 'include', 'spearhead', 'plugin.h'), 'rb') as b:
-        tap.ok(a.read() == b.read(), 'the installed header is core/include/spearhead/plugin.h')
+        text = a.read()
+        tap.ok(text == b.read(), 'the installed header is core/include/spearhead/plugin.h')
+    # The ABI the plugin is built for: "1.0" for plugin API v1.0.
+    m = [re.search(rb'#define\s+SP_ABI_%s\s+(\d+)' % k, text) for k in (b'MAJOR', b'MINOR')]
+    if all(m):
+        ABI = '%s.%s' % (m[0].group(1).decode(), m[1].group(1).decode())
 
 with tap.guard('build the example plugin out of tree'):
     if pc_env is None:
@@ -196,13 +202,14 @@ with tap.guard('spearhead plugins (CLI)'):
     p = run([BINARY, 'plugins'], env, cwd=TMP, timeout=60)
     tap.eq(p.returncode, 0, 'spearhead plugins exits 0')
     line = [ln for ln in p.stdout.splitlines() if ln.split()[:1] == ['example']]
-    tap.ok(line and re.match(r'example\s+1\.0\.0\s+1\.0\s+(loaded|running)\b', line[0]),
-           'spearhead plugins lists example 1.0.0, ABI 1.0, loaded (%r)'
-           % (line[0] if line else p.stdout))
+    tap.ok(line and re.match(r'example\s+1\.0\.0\s+%s\s+(loaded|running)\b' % re.escape(ABI),
+                             line[0]),
+           'spearhead plugins lists example 1.0.0, ABI %s, loaded (%r)'
+           % (ABI, line[0] if line else p.stdout))
     p = run([BINARY, 'plugins', '--json'], env, cwd=TMP, timeout=60)
     items = json.loads(p.stdout).get('items', []) if p.returncode == 0 else []
-    tap.ok([i for i in items if i.get('name') == 'example' and i.get('abi') == '1.0'],
-           'spearhead plugins --json has example with abi 1.0')
+    tap.ok([i for i in items if i.get('name') == 'example' and i.get('abi') == ABI],
+           'spearhead plugins --json has example with abi %s' % ABI)
 
 try:
     pg = PgCluster()
@@ -217,8 +224,8 @@ with tap.guard('the example plugin in a server'), pg, \
     ex = [i for i in r.json().get('items', []) if i.get('name') == 'example']
     tap.eq(len(ex), 1, 'GET /v1/plugins lists example once')
     ex = ex[0] if ex else {}
-    tap.eq((ex.get('status'), ex.get('abi'), ex.get('version')), ('running', '1.0', '1.0.0'),
-           'example is running, ABI 1.0, version 1.0.0')
+    tap.eq((ex.get('status'), ex.get('abi'), ex.get('version')), ('running', ABI, '1.0.0'),
+           'example is running, ABI %s, version 1.0.0' % ABI)
     tap.ok({'method': 'GET', 'path': '/v1/example/greetings/{id}'} in ex.get('routes', []),
            'its routes are listed')
 
@@ -322,6 +329,34 @@ with tap.guard('the example plugin in a server'), pg, \
         tap.ok('greeting changed from' in srv2.log_text(), 'reload() logged the change')
         tap.ok(re.search(r'plugin=example .*greeting changed', srv2.log_text()),
                'plugin log lines carry plugin=example')
+
+        # Admins store settings through the API: validated by the plugin's schema, applied
+        # on every instance, and stronger than the file.
+        path = '/v1/plugins/example/settings'
+        tap.eq(srv.request('PUT', path, body={'greeting': 'Hey'}).status, 401,
+               'PUT %s needs a token' % path)
+        env = dict(os.environ, **{k: v for k, v in SERVER_ENV.items() if v is not None})
+        p = run([BINARY, 'user', 'add', '--email', 'admin@example.org', '--admin',
+                 '--database', pg.url()], env, cwd=TMP, timeout=120)
+        p = run([BINARY, 'token', 'create', '--email', 'admin@example.org',
+                 '--database', pg.url()], env, cwd=TMP, timeout=120)
+        admin = {'Authorization': 'Bearer ' + p.stdout.strip()}
+        r = srv.request('GET', path, headers=admin)
+        tap.eq((r.status, r.json().get('settings') if r.status == 200 else None),
+               (200, {'greeting': 'Hello'}), 'an admin reads the effective settings')
+        r = srv.request('PUT', path, headers=admin, body={'greeting': ''})
+        tap.ok(r.status == 422 and 'greeting' in r.json().get('errors', {}),
+               'an empty greeting is refused with errors.greeting (%d)' % r.status)
+        r = srv.request('PUT', path, headers=admin, body={'greeting': 'Hey'})
+        tap.eq(r.status, 200, 'a valid greeting is stored')
+        tap.eq(greeting_of(srv), 'Hey', 'and applied at once through reload()')
+        tap.eq(wait_for(lambda: greeting_of(srv2) == 'Hey' and 'Hey'), 'Hey',
+               'on the other instance too, over its [plugin.example] file setting')
+        r = srv.request('PUT', path, headers=admin, body={})
+        tap.eq(r.status, 200, 'PUT {} replaces the stored settings with none')
+        tap.eq(wait_for(lambda: greeting_of(srv2) == 'Good morning' and 'Good morning'),
+               'Good morning', 'the file setting applies again')
+        tap.eq(greeting_of(srv), 'Hello', 'and the default where there is no file setting')
 
     # A value outside the schema is refused: the section is ignored and the server logs why.
     conf = '[plugin.example]\ngreeting = %s\n' % ('x' * 81)

@@ -214,6 +214,13 @@ struct sp_api {
 	/* The plugin's current validated settings (borrowed until the next reload). */
 	const json_t *(*settings)(struct sp_plugin *plugin);
 
+	/* ---- more database ---- */
+	/* Like db_query, but the statement is prepared once per connection under name
+	 * (unique within the plugin) and reused: for hot queries. */
+	int (*db_query_prepared)(struct sp_plugin *plugin, const char *name, const char *sql,
+				 int nparams, const char *const *params, sp_db_result_fn *cb,
+				 void *arg) SP_MUST_CHECK;
+
 	/* ---- identity ---- */
 	/* The caller (borrowed, valid until the reply), or NULL when anonymous. */
 	const struct sp_principal *(*req_principal)(struct sp_request *req);

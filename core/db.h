@@ -94,6 +94,9 @@ json_t *sp_db_result_row_json(const struct sp_db_result *res, int row);
 /* All rows as an array of such objects (new reference). */
 json_t *sp_db_result_rows_json(const struct sp_db_result *res);
 
+/* SQL text for a timestamptz column as RFC 3339 UTC ("2026-11-23T18:33:06Z"). */
+#define SP_SQL_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+
 /* SQLSTATEs the pool itself reports. */
 #define SP_DB_STATE_UNAVAILABLE "SP503" /* no connection within queue_timeout / db down */
 #define SP_DB_STATE_ROLLBACK "SP000"	/* the transaction body rolled back */

@@ -292,7 +292,7 @@ static void token_created(const struct sp_db_result *res, void *arg)
 	free(t);
 }
 
-#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+#define TS SP_SQL_TS
 
 static void tokens_create(struct sp_request *req, void *arg)
 {

@@ -17,12 +17,12 @@
 /* Everything the plugin keeps between calls. init() creates it, shutdown() frees it;
  * the core hands it back to every route handler as plugin_state. */
 struct example {
-	const struct sp_api *api;  /* borrowed from the core, valid until shutdown() */
-	struct sp_plugin *plugin;  /* our handle: every registration is made with it */
-	char *greeting;		   /* owned copy of the "greeting" setting */
-	struct sp_metric *events;  /* owned by the core, removed with the plugin */
-	long long nevents;	   /* example.* events seen by this process */
-	json_t *last_event;	   /* owned reference, NULL until the first event */
+	const struct sp_api *api; /* borrowed from the core, valid until shutdown() */
+	struct sp_plugin *plugin; /* our handle: every registration is made with it */
+	char *greeting;           /* owned copy of the "greeting" setting */
+	struct sp_metric *events; /* owned by the core, removed with the plugin */
+	long long nevents;        /* example.* events seen by this process */
+	json_t *last_event;       /* owned reference, NULL until the first event */
 };
 
 /* A copy of s that the caller frees (strdup is POSIX, not C11). */
@@ -83,7 +83,7 @@ static void greeting_loaded(const struct sp_db_result *res, void *arg)
 	if (api->db_ntuples(res) == 0) {
 		char detail[64];
 		snprintf(detail, sizeof(detail), "no greeting has id %s",
-			 api->req_param(req, "id"));
+		         api->req_param(req, "id"));
 		api->reply_problem(req, 404, "Greeting not found", detail, NULL);
 		return;
 	}
@@ -114,7 +114,7 @@ static void get_greeting(struct sp_request *req, void *state)
 	 * so a stack buffer is fine. The callback runs later, from the event loop. */
 	const char *params[] = { id };
 	if (api->db_query(ex->plugin, "SELECT id, text FROM example_greetings WHERE id = $1::int",
-			  1, params, greeting_loaded, lk) < 0) {
+	                  1, params, greeting_loaded, lk) < 0) {
 		free(lk); /* -1: nothing was queued and no callback will come */
 		api->reply_problem(req, 503, NULL, "the database is unavailable", NULL);
 	}
@@ -154,7 +154,7 @@ static void post_echo(struct sp_request *req, void *state)
 			json_object_set_new(errors, "message", json_string("must be a string"));
 		else if (len < 1 || len > MESSAGE_MAX)
 			json_object_set_new(errors, "message",
-					    json_string("must be 1 to 200 characters long"));
+			                    json_string("must be 1 to 200 characters long"));
 		else
 			message = json_string_value(m); /* borrowed from body */
 		const char *key;
@@ -166,8 +166,9 @@ static void post_echo(struct sp_request *req, void *state)
 		}
 	}
 	if (json_object_size(errors) > 0) {
+		/* errors is stolen by reply_problem: no json_decref here. */
 		api->reply_problem(req, 422, "Invalid message",
-				   "the body does not match the request schema", errors); /* stolen */
+		                   "the body does not match the request schema", errors);
 		return;
 	}
 	json_decref(errors);
@@ -185,7 +186,7 @@ static void post_echo(struct sp_request *req, void *state)
 	/* 202: subscribers receive the event later (next loop turn, other instances
 	 * through PostgreSQL NOTIFY). */
 	api->reply_json(req, 202,
-			json_pack("{s:s, s:s}", "message", message, "event", "example.echoed"));
+	                json_pack("{s:s, s:s}", "message", message, "event", "example.echoed"));
 }
 
 /* ---- the bus subscription and GET /v1/example/last-event ---- */
@@ -209,9 +210,9 @@ static void get_last_event(struct sp_request *req, void *state)
 {
 	struct example *ex = state;
 	/* O takes a new reference to last_event (we keep ours); O? gives null when NULL. */
-	ex->api->reply_json(req, 200,
-			    json_pack("{s:I, s:O?}", "count", (json_int_t)ex->nevents, "event",
-				      ex->last_event));
+	ex->api->reply_json(
+	    req, 200,
+	    json_pack("{s:I, s:O?}", "count", (json_int_t)ex->nevents, "event", ex->last_event));
 }
 
 /* ---- lifecycle ---- */
@@ -237,8 +238,8 @@ static const struct sp_route routes[] = {
 /* settings is borrowed, validated, with defaults filled in. On failure we free what we
  * allocated: shutdown() is not called after a failed init, while the routes, the
  * subscription and the metric already registered are removed by the core. */
-static int example_init(const struct sp_api *api, struct sp_plugin *plugin,
-			const json_t *settings, void **state)
+static int example_init(const struct sp_api *api, struct sp_plugin *plugin, const json_t *settings,
+                        void **state)
 {
 	struct example *ex = calloc(1, sizeof(*ex));
 	if (!ex) {
@@ -279,7 +280,7 @@ static int example_reload(void *state, const json_t *settings)
 	if (!greeting)
 		return -1;
 	ex->api->log(ex->plugin, SP_LOG_INFO, "greeting changed from \"%s\" to \"%s\"",
-		     ex->greeting, greeting);
+	             ex->greeting, greeting);
 	free(ex->greeting);
 	ex->greeting = greeting;
 	return 0;

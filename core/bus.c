@@ -62,7 +62,9 @@ static void enqueue(struct sp_bus *bus, const char *type, json_t *data)
 {
 	struct pending *p = sp_calloc(1, sizeof(*p));
 	p->type = sp_strdup(type);
-	p->data = json_incref(data);
+	/* A copy: what the emitter does with its object afterwards must not leak into
+	 * what subscribers see on the next loop turn. */
+	p->data = data ? json_deep_copy(data) : json_object();
 	if (bus->tail)
 		bus->tail->next = p;
 	else
@@ -183,7 +185,7 @@ static void on_notify(const char *channel, const char *payload, void *arg)
 	const char *origin = json_string_value(json_object_get(msg, "origin"));
 	const char *type = json_string_value(json_object_get(msg, "type"));
 	if (origin && type && valid_type(type) && strcmp(origin, bus->core->instance_id) != 0)
-		enqueue(bus, type, json_object_get(msg, "data"));
+		enqueue(bus, type, json_object_get(msg, "data")); /* NULL → {} */
 	json_decref(msg);
 }
 

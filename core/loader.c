@@ -18,6 +18,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <ltdl.h>
 
@@ -190,26 +191,45 @@ static void load_dir(struct sp_plugins *ps, const char *dir, bool required)
 	free(names);
 }
 
-void sp_plugins_reload_file_settings(struct sp_plugins *ps, const struct sp_config *cfg)
+int sp_plugins_reload_file_settings(struct sp_plugins *ps, const struct sp_config *cfg)
 {
-	/* Settings from the config file, typed by each plugin's schema. */
+	int bad = 0;
+	const char *section;
+	json_t *raw;
+	json_object_foreach(cfg->plugin_settings, section, raw)
+	{
+		if (!sp_plugins_find(ps, section)) {
+			sp_warn("[plugin.%s] in the configuration, but no such plugin is loaded",
+				section);
+		}
+	}
+	/* Settings from the config file, typed by each plugin's schema. On an error the
+	 * previous values stay (a bad edit plus SIGHUP must not reset a running plugin). */
 	for (size_t i = 0; i < ps->count; i++) {
 		struct sp_plugin *p = ps->items[i];
-		json_t *raw = json_object_get(cfg->plugin_settings, p->name);
-		json_decref(p->file_settings);
-		p->file_settings = NULL;
-		if (!p->desc || !raw)
+		raw = json_object_get(cfg->plugin_settings, p->name);
+		if (!p->desc)
 			continue;
-		json_t *errors = NULL;
-		p->file_settings = sp_plugin_settings_check(p, raw, true, &errors);
-		if (!p->file_settings) {
-			char *text = json_dumps(errors, JSON_COMPACT);
-			sp_error("plugin %s: invalid settings in [plugin.%s] ignored: %s", p->name,
-				 p->name, text ? text : "");
-			free(text);
+		if (!raw) {
+			json_decref(p->file_settings);
+			p->file_settings = NULL;
+			continue;
 		}
-		json_decref(errors);
+		json_t *errors = NULL;
+		json_t *typed = sp_plugin_settings_check(p, raw, true, &errors);
+		if (!typed) {
+			char *text = json_dumps(errors, JSON_COMPACT);
+			sp_error("plugin %s: invalid settings in [plugin.%s]: %s", p->name, p->name,
+				 text ? text : "");
+			free(text);
+			json_decref(errors);
+			bad++;
+			continue;
+		}
+		json_decref(p->file_settings);
+		p->file_settings = typed;
 	}
+	return bad;
 }
 
 struct sp_plugins *sp_plugins_discover(const struct sp_config *cfg)
@@ -244,7 +264,23 @@ struct sp_plugins *sp_plugins_discover(const struct sp_config *cfg)
 			load_dir(ps, tok, true);
 		free(list);
 	}
-	sp_plugins_reload_file_settings(ps, cfg);
+	if (sp_plugins_reload_file_settings(ps, cfg) > 0) {
+		/* At start an invalid section leaves its plugin out rather than running it
+		 * with settings the operator did not mean. */
+		for (size_t i = 0; i < ps->count; i++) {
+			struct sp_plugin *p = ps->items[i];
+			json_t *raw = json_object_get(cfg->plugin_settings, p->name);
+			json_t *errors = NULL;
+			json_t *typed = p->desc && raw ? sp_plugin_settings_check(p, raw, true,
+										  &errors)
+						       : NULL;
+			if (p->desc && raw && !typed)
+				set_error(p, SP_PLUGIN_FAILED,
+					  "invalid settings in the configuration file");
+			json_decref(typed);
+			json_decref(errors);
+		}
+	}
 	return ps;
 }
 
@@ -282,9 +318,11 @@ static json_t *from_string(const struct sp_setting *s, const char *text)
 	case SP_SETTING_STRING:
 		return json_string(text);
 	case SP_SETTING_BOOL:
-		if (!strcmp(text, "true") || !strcmp(text, "yes") || !strcmp(text, "1"))
+		if (!strcasecmp(text, "true") || !strcasecmp(text, "yes") ||
+		    !strcasecmp(text, "on") || !strcmp(text, "1"))
 			return json_true();
-		if (!strcmp(text, "false") || !strcmp(text, "no") || !strcmp(text, "0"))
+		if (!strcasecmp(text, "false") || !strcasecmp(text, "no") ||
+		    !strcasecmp(text, "off") || !strcmp(text, "0"))
 			return json_false();
 		return NULL;
 	case SP_SETTING_INT: {
@@ -298,6 +336,14 @@ static json_t *from_string(const struct sp_setting *s, const char *text)
 	}
 	}
 	return NULL;
+}
+
+static size_t utf8_chars(const char *s)
+{
+	size_t n = 0;
+	for (; *s; s++)
+		n += ((unsigned char)*s & 0xC0) != 0x80;
+	return n;
 }
 
 /* Checks one typed value; returns NULL when fine or a message (static buffer). */
@@ -327,8 +373,8 @@ static const char *check_value(const struct sp_setting *s, json_t *v, char *buf,
 	case SP_SETTING_STRING:
 		if (!json_is_string(v))
 			return "must be a string";
-		if (bounded && ((double)json_string_length(v) < s->min ||
-				(double)json_string_length(v) > s->max)) {
+		if (bounded && ((double)utf8_chars(json_string_value(v)) < s->min ||
+				(double)utf8_chars(json_string_value(v)) > s->max)) {
 			snprintf(buf, len, "length must be between %g and %g", s->min, s->max);
 			return buf;
 		}

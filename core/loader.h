@@ -20,7 +20,9 @@ enum sp_plugin_status {
  * never fails as a whole. */
 struct sp_plugins *sp_plugins_discover(const struct sp_config *cfg);
 /* Re-reads [plugin.NAME] sections after a configuration reload. */
-void sp_plugins_reload_file_settings(struct sp_plugins *ps, const struct sp_config *cfg);
+/* Returns the number of plugins whose section is invalid (they keep their previous
+ * file settings). */
+int sp_plugins_reload_file_settings(struct sp_plugins *ps, const struct sp_config *cfg);
 /* Runs init of every accepted plugin in core; failures are logged and left out. */
 void sp_plugins_init(struct sp_plugins *ps, struct sp_core *core);
 /* Calls shutdown of running plugins and removes what they registered. */

@@ -1,6 +1,7 @@
 /* routes.c — the core's own routes. */
 #include "build-config.h"
 #include "routes.h"
+#include "api.h"
 #include "config.h"
 #include "db.h"
 #include "loader.h"
@@ -106,26 +107,20 @@ struct settings_put {
 	struct sp_request *req;
 	struct sp_core *core;
 	char *name;
-	json_t *settings;
+	json_t *settings; /* what was stored (owned) */
 };
 
 static void settings_saved(const struct sp_db_result *res, void *arg)
 {
 	struct settings_put *sp = arg;
+	struct sp_plugin *p = sp_plugins_find(sp->core->plugins, sp->name);
 	if (!sp_db_result_ok(res)) {
-		if (strcmp(sp_db_result_sqlstate(res), SP_DB_STATE_UNAVAILABLE) == 0)
-			sp_request_reply_problem(sp->req, 503, NULL, "the database is unavailable",
-						 NULL);
-		else
-			sp_request_reply_problem(sp->req, 500, NULL, sp_db_result_error(res), NULL);
-	} else {
-		struct sp_plugin *p = sp_plugins_find(sp->core->plugins, sp->name);
-		json_t *stored = json_loads(sp_db_result_value(res, 0, 0), 0, NULL);
+		/* Not stored: go back to what is stored. */
 		if (p)
-			sp_plugin_apply_settings(p, stored);
-		if (stored)
-			json_object_set(sp->core->stored_settings, sp->name, stored);
-		json_decref(stored);
+			sp_plugin_apply_settings(p, sp_api_stored_settings(sp->core, sp->name));
+		sp_request_reply_db_error(sp->req, res);
+	} else {
+		json_object_set(sp->core->stored_settings, sp->name, sp->settings);
 		sp_db_notify(sp->core->db, SP_SETTINGS_CHANNEL, sp->name);
 		const json_t *cur = p ? sp_plugin_current_settings(p) : NULL;
 		sp_request_reply_json(sp->req, 200,
@@ -137,8 +132,9 @@ static void settings_saved(const struct sp_db_result *res, void *arg)
 	free(sp);
 }
 
-/* PUT replaces the stored settings of a plugin; values are checked against the
- * plugin's schema first, and nothing is stored when one is wrong. */
+/* PUT replaces the stored settings of a plugin. They are checked against the plugin's
+ * schema, then offered to the plugin (its reload may refuse them), and only then
+ * stored; nothing is stored when any step says no. */
 static void settings_put(struct sp_request *req, void *arg)
 {
 	struct sp_plugin *p = find_plugin(req);
@@ -158,18 +154,26 @@ static void settings_put(struct sp_request *req, void *arg)
 					 "some settings do not match the plugin's schema", errors);
 		return;
 	}
+	struct sp_core *core = sp_request_core(req);
+	if (sp_plugin_apply_settings(p, checked) < 0) {
+		json_decref(checked);
+		sp_request_reply_problem(req, 422, "Settings refused",
+					 "the plugin refused these settings (see the log)", NULL);
+		return;
+	}
 	struct settings_put *sp = sp_calloc(1, sizeof(*sp));
 	sp->req = req;
-	sp->core = sp_request_core(req);
+	sp->core = core;
 	sp->name = sp_strdup(sp_plugin_name(p));
 	sp->settings = checked;
 	char *text = json_dumps(checked, JSON_COMPACT);
 	const char *params[] = { sp->name, text };
-	if (sp_db_query(sp->core->db,
+	if (sp_db_query(core->db,
 			"INSERT INTO sp_plugin_settings (plugin, settings) VALUES ($1, $2::jsonb) "
 			"ON CONFLICT (plugin) DO UPDATE SET settings = EXCLUDED.settings, "
-			"updated_at = now() RETURNING settings::text",
+			"updated_at = now()",
 			2, params, settings_saved, sp) < 0) {
+		sp_plugin_apply_settings(p, sp_api_stored_settings(core, sp->name));
 		free(sp->name);
 		json_decref(sp->settings);
 		free(sp);

@@ -18,6 +18,8 @@
 #include "server.h"
 #include "util.h"
 #include "identity.h"
+#include "orgs.h"
+#include "topics.h"
 #include "workpool.h"
 
 #include <errno.h>
@@ -193,7 +195,8 @@ static int run_worker(struct sp_config *cfg, const char *config_path,
 	core.stored_settings = load_stored_settings(db_url);
 	core.workpool = sp_workpool_new(core.base, (int)cfg->password_threads);
 	if (!core.db || !core.workpool || sp_routes_register(&core) < 0 ||
-	    sp_identity_register(&core) < 0)
+	    sp_identity_register(&core) < 0 || sp_orgs_register(&core) < 0 ||
+	    sp_topics_register(&core) < 0)
 		goto out;
 	sp_plugins_init(plugins, &core);
 	core.server = sp_server_new(&core, listen_fd);

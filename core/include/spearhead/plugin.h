@@ -9,7 +9,10 @@
  * "new" (the caller must release it). Strings returned by the core are borrowed.
  *
  * Compatibility: the core accepts a plugin whose ABI major equals SP_ABI_MAJOR and
- * whose ABI minor is lower or equal to the core's. Fields are only ever appended.
+ * whose ABI minor is lower or equal to the core's. Fields are only ever appended to
+ * struct sp_api, and every release that appends one bumps SP_ABI_MINOR (1.0 is the
+ * first released ABI). Structs the plugin passes in (sp_route, sp_setting, ...) never
+ * change within a major version.
  */
 #ifndef SPEARHEAD_PLUGIN_H
 #define SPEARHEAD_PLUGIN_H
@@ -31,7 +34,9 @@ extern "C" {
 #if defined(__GNUC__)
 #define SP_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 #define SP_MUST_CHECK __attribute__((warn_unused_result))
+#define SP_EXPORT __attribute__((visibility("default")))
 #else
+#define SP_EXPORT
 #define SP_PRINTF(fmt, args)
 #define SP_MUST_CHECK
 #endif
@@ -135,7 +140,7 @@ struct sp_plugin_desc {
 /* Declares the exported descriptor: SP_PLUGIN_DEFINE(example) = { SP_PLUGIN_DESC_HEADER, ... }; */
 #define SP_PLUGIN_DEFINE(name_)                                                                \
 	extern const struct sp_plugin_desc sp_plugin_##name_;                                   \
-	const struct sp_plugin_desc sp_plugin_##name_
+	SP_EXPORT const struct sp_plugin_desc sp_plugin_##name_
 
 /* Services of the core. All functions take the plugin's handle so that what it
  * registers belongs to it and is removed with it. */

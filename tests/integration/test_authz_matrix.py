@@ -1,0 +1,189 @@
+"""Access-control matrix: every route the router has (core and plugins, read from the
+server's own OpenAPI document, which is built from the router) × {anonymous, member of
+org A, manager of org A, member of org B, admin} × its methods. A route without an
+expectation here fails the test, so no route can ship without one.
+
+Allowed callers must get past authorisation (any status but 401/403); denied callers
+get 401 (anonymous) or 403/404 with no byte of org A's private data. No response may
+carry internals (password hashes, token digests). Requests use dummy targets or empty
+bodies so the walk changes nothing."""
+import os
+import re
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
+from sptest import PgCluster, Server, Tap  # noqa: E402
+
+FIXTURES = os.environ.get('SP_TEST_FIXTUREDIR', '')
+BIN = os.environ.get('SPEARHEAD_BIN', './spearhead')
+ENV = {'SPEARHEAD_PLUGIN_PATH': FIXTURES, 'SPEARHEAD_PLUGIN_DIR': '/nonexistent'}
+WHO = ('anon', 'memberA', 'managerA', 'memberB', 'admin')
+DUMMY = '00000000-0000-4000-8000-000000000000'
+
+# Who may pass each route. Shorthands:
+#   public: everyone; user: any signed-in user; admin: cluster staff only;
+#   manageA: admins and org A's managers; inA: admins and org A's people.
+EXPECT = {
+    'GET /health': 'public',
+    'GET /ready': 'public',
+    'GET /metrics': 'public',
+    'GET /v1/openapi.json': 'public',
+    'GET /v1/plugins': 'public',
+    'GET /v1/plugins/{name}': 'public',
+    'GET /v1/plugins/{name}/settings': 'admin',
+    'PUT /v1/plugins/{name}/settings': 'admin',
+    'POST /v1/auth/login': 'public',
+    'POST /v1/auth/logout': 'user',
+    'GET /v1/me': 'user',
+    'POST /v1/tokens': 'user',
+    'GET /v1/tokens': 'user',
+    'DELETE /v1/tokens/{id}': 'user',
+    'GET /v1/organizations': 'user',
+    'POST /v1/organizations': 'admin',
+    'GET /v1/organizations/{id}': 'user',
+    'PATCH /v1/organizations/{id}': 'manageA',
+    'DELETE /v1/organizations/{id}': 'admin',
+    'GET /v1/organizations/{id}/topics': 'user',
+    'PUT /v1/organizations/{id}/topics': 'manageA',
+    'GET /v1/organizations/{id}/members': 'inA',
+    'POST /v1/organizations/{id}/members': 'manageA',
+    'PATCH /v1/organizations/{id}/members/{user_id}': 'manageA',
+    'DELETE /v1/organizations/{id}/members/{user_id}': 'manageA',
+    'GET /v1/topics': 'user',
+    'POST /v1/topics': 'admin',
+    'GET /v1/topics/{id}': 'user',
+    'PATCH /v1/topics/{id}': 'admin',
+    'DELETE /v1/topics/{id}': 'admin',
+    'POST /v1/topics/{id}/merge': 'admin',
+    # the "good" test fixture plugin
+    'GET /v1/good/hello': 'public',
+    'GET /v1/good/rows': 'public',
+    'POST /v1/good/echo': 'public',
+    'POST /v1/good/emit': 'public',
+    'GET /v1/good/admin': 'admin',
+    'GET /v1/good/seen': 'public',
+}
+ALLOW = {
+    'public': set(WHO),
+    'user': {'memberA', 'managerA', 'memberB', 'admin'},
+    'admin': {'admin'},
+    'manageA': {'managerA', 'admin'},
+    'inA': {'memberA', 'managerA', 'admin'},
+}
+FORBIDDEN_TEXT = ('password_hash', '$argon2', 'digest')
+FULL_TOKEN = re.compile(r'sph_[A-Za-z0-9_-]{43}')
+tap = Tap()
+
+
+def cli(*args, stdin=None):
+    return subprocess.run([BIN] + list(args), input=stdin, capture_output=True, text=True,
+                          env=dict(os.environ, **ENV), timeout=120)
+
+
+with tap.guard('authorization matrix'), PgCluster() as pg:
+    url = pg.url()
+    cli('user', 'add', '--email', 'admin@x.example', '--admin', '--database', url)
+    tokens = {'admin': cli('token', 'create', '--email', 'admin@x.example',
+                           '--database', url).stdout.strip()}
+    with Server(database=url, args=['--workers', '1'], env=ENV) as srv:
+        H = {'Authorization': 'Bearer ' + tokens['admin']}
+        orgA = srv.request('POST', '/v1/organizations', headers=H,
+                           body={'name': 'Org A', 'kind': 'sme'}).json()['id']
+        orgB = srv.request('POST', '/v1/organizations', headers=H,
+                           body={'name': 'Org B', 'kind': 'hospital'}).json()['id']
+        srv.request('POST', '/v1/topics', headers=H, body={'slug': 'topic-a', 'label': 'A'})
+        srv.request('PUT', '/v1/organizations/%s/topics' % orgA, headers=H,
+                    body={'offers': [{'topic': 'topic-a', 'level': 2}], 'seeks': []})
+        passwords = {}
+        private = []  # org A's private data: its people's e-mail addresses
+        for who, org, role in (('memberA', orgA, 'member'), ('managerA', orgA, 'manager'),
+                               ('memberB', orgB, 'member')):
+            email = '%s@%s.example' % (who.lower(), org[:8])
+            r = srv.request('POST', '/v1/organizations/%s/members' % org, headers=H,
+                            body={'email': email, 'role': role})
+            login = srv.request('POST', '/v1/auth/login',
+                                body={'email': email, 'password': r.json()['initial_password']})
+            tokens[who] = login.json()['token']
+            passwords[who] = (email, r.json()['initial_password'])
+            if org == orgA:
+                private.append(email)
+
+        doc = srv.request('GET', '/v1/openapi.json').json()
+        routes = sorted((m.upper(), p) for p, item in doc['paths'].items()
+                        for m in item if m != 'parameters')
+        # Logout ends a session: walk it last.
+        routes.sort(key=lambda r: r == ('POST', '/v1/auth/logout'))
+        missing = ['%s %s' % r for r in routes if '%s %s' % r not in EXPECT]
+        tap.eq(missing, [], 'every registered route has an expectation in the matrix')
+        stale = sorted(set(EXPECT) - {'%s %s' % r for r in routes})
+        tap.eq(stale, [], 'every expectation names a registered route')
+
+        def fill(path, method):
+            destructive = method == 'DELETE' or path.endswith('/merge')
+            return (path.replace('{id}', DUMMY if destructive and 'organizations/{id}/members'
+                                 not in path else (orgA if '/organizations/' in path else
+                                                   ('topic-a' if '/topics/' in path else DUMMY)))
+                    .replace('{user_id}', DUMMY).replace('{name}', 'good'))
+
+        for method, pattern in routes:
+            key = '%s %s' % (method, pattern)
+            if key not in EXPECT:
+                continue
+            path = fill(pattern, method)
+            allowed = ALLOW[EXPECT[key]]
+            results = {}
+            for who in WHO:
+                headers = {} if who == 'anon' else {'Authorization': 'Bearer ' + tokens[who]}
+                body = {} if method in ('POST', 'PUT', 'PATCH') else None
+                if key == 'PUT /v1/plugins/{name}/settings':
+                    body = {'greeting': 'hello'}
+                r = srv.request(method, path, body=body, headers=headers)
+                text = r.body.decode('utf-8', 'replace')
+                results[who] = r.status
+                if who in allowed:
+                    ok = r.status not in (401, 403) and r.status < 500
+                else:
+                    ok = r.status == 401 if who == 'anon' else r.status in (403, 404)
+                    if ok and who != 'anon':
+                        ok = not any(p in text for p in private)
+                leaked = [f for f in FORBIDDEN_TEXT if f in text]
+                if FULL_TOKEN.search(text) and key not in ('POST /v1/auth/login',
+                                                           'POST /v1/tokens'):
+                    leaked.append('a whole token')
+                if leaked:
+                    ok = False
+                if not ok:
+                    tap.diag('%s as %s → %d %s' % (key, who, r.status, text[:200]))
+                results[who] = (r.status, ok)
+            tap.ok(all(v[1] for v in results.values()),
+                   '%s: %s' % (key, ' '.join('%s=%d' % (w, results[w][0]) for w in WHO)))
+
+        # Mass assignment: forbidden fields change nothing (the walk logged everyone out).
+        email, password = passwords['managerA']
+        M = {'Authorization': 'Bearer ' + srv.request(
+            'POST', '/v1/auth/login', body={'email': email, 'password': password}).json()['token']}
+        H = {'Authorization': 'Bearer ' + cli('token', 'create', '--email', 'admin@x.example',
+                                              '--database', url).stdout.strip()}
+        for body in ({'kind': 'large_enterprise'}, {'id': DUMMY}, {'created_at': '2000-01-01'}):
+            r = srv.request('PATCH', '/v1/organizations/' + orgA, headers=M, body=body)
+            tap.ok(r.status in (400, 422), 'a manager cannot set %s (%d)' % (list(body)[0],
+                                                                            r.status))
+        r = srv.request('POST', '/v1/organizations/%s/members' % orgA, headers=M,
+                        body={'email': 'sneaky@x.example', 'role': 'admin'})
+        tap.eq(r.status, 422, 'role=admin cannot be granted through membership')
+        r = srv.request('POST', '/v1/organizations/%s/members' % orgA, headers=M,
+                        body={'email': 'sneaky@x.example', 'is_admin': True})
+        tap.eq(r.status, 422, 'is_admin is an unknown field')
+        r = srv.request('GET', '/v1/organizations/' + orgA, headers=H).json()
+        tap.eq((r['kind'], r['name']), ('sme', 'Org A'), 'organisation A unchanged')
+        out = pg.psql("SELECT count(*) FROM sp_users WHERE email LIKE 'sneaky%%' OR is_admin")
+        tap.eq(out.strip(), '1', 'no user was created or made admin')
+        r = srv.request('POST', '/v1/auth/login', body={'email': 'admin@x.example',
+                                                        'password': 'x', 'role': 'admin'})
+        tap.eq(r.status, 422, 'unknown fields in login are refused')
+        r = srv.request('POST', '/v1/tokens', headers=M,
+                        body={'name': 'x', 'user_id': DUMMY})
+        tap.eq(r.status, 422, 'a token cannot be created for someone else')
+
+tap.done()

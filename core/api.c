@@ -79,7 +79,7 @@ static struct query_ctx *query_ctx_new(struct sp_plugin *plugin, sp_db_result_fn
 }
 
 static int api_db_query(struct sp_plugin *plugin, const char *sql, int nparams,
-			const char *const *params, sp_db_result_fn *cb, void *arg)
+                        const char *const *params, sp_db_result_fn *cb, void *arg)
 {
 	struct query_ctx *q = query_ctx_new(plugin, cb, arg);
 	if (sp_db_query(sp_plugin_core(plugin)->db, sql, nparams, params, query_done, q) < 0) {
@@ -90,8 +90,8 @@ static int api_db_query(struct sp_plugin *plugin, const char *sql, int nparams,
 }
 
 static int api_db_query_prepared(struct sp_plugin *plugin, const char *name, const char *sql,
-				 int nparams, const char *const *params, sp_db_result_fn *cb,
-				 void *arg)
+                                 int nparams, const char *const *params, sp_db_result_fn *cb,
+                                 void *arg)
 {
 	/* Statement names are per connection and shared by all plugins: scope them. */
 	char scoped[64];
@@ -100,7 +100,7 @@ static int api_db_query_prepared(struct sp_plugin *plugin, const char *name, con
 		return -1;
 	struct query_ctx *q = query_ctx_new(plugin, cb, arg);
 	if (sp_db_query_prepared(sp_plugin_core(plugin)->db, scoped, sql, nparams, params,
-				 query_done, q) < 0) {
+	                         query_done, q) < 0) {
 		free(q);
 		return -1;
 	}
@@ -108,13 +108,13 @@ static int api_db_query_prepared(struct sp_plugin *plugin, const char *name, con
 }
 
 static int api_db_tx(struct sp_plugin *plugin, const char *isolation, int max_retries,
-		     sp_db_tx_fn *body, sp_db_tx_done_fn *done, void *arg)
+                     sp_db_tx_fn *body, sp_db_tx_done_fn *done, void *arg)
 {
 	return sp_db_tx(sp_plugin_core(plugin)->db, isolation, max_retries, body, done, arg);
 }
 
 static int api_bus_subscribe(struct sp_plugin *plugin, const char *pattern, sp_bus_fn *cb,
-			     void *arg)
+                             void *arg)
 {
 	return sp_bus_subscribe(sp_plugin_core(plugin)->bus, plugin, pattern, cb, arg);
 }
@@ -147,7 +147,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static struct sp_timer *api_timer_add(struct sp_plugin *plugin, unsigned interval_ms, bool repeat,
-				      sp_timer_fn *cb, void *arg)
+                                      sp_timer_fn *cb, void *arg)
 {
 	if (!cb)
 		return NULL;
@@ -181,17 +181,17 @@ void sp_api_cancel_timers(struct sp_timer **list)
 }
 
 static struct sp_metric *api_metric_counter(struct sp_plugin *plugin, const char *name,
-					    const char *help)
+                                            const char *help)
 {
 	return sp_metrics_register(sp_plugin_core(plugin)->metrics, plugin, sp_plugin_name(plugin),
-				   name, help, false);
+	                           name, help, false);
 }
 
 static struct sp_metric *api_metric_gauge(struct sp_plugin *plugin, const char *name,
-					  const char *help)
+                                          const char *help)
 {
 	return sp_metrics_register(sp_plugin_core(plugin)->metrics, plugin, sp_plugin_name(plugin),
-				   name, help, true);
+	                           name, help, true);
 }
 
 static const json_t *api_settings(struct sp_plugin *plugin)

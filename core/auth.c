@@ -24,7 +24,7 @@ void sp_token_generate(char *token, char *prefix, char *digest)
 	randombytes_buf(raw, sizeof(raw));
 	memcpy(token, SP_TOKEN_PREFIX, 4);
 	sodium_bin2base64(token + 4, 44, raw, sizeof(raw),
-			  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	                  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 	snprintf(prefix, 16, "%.12s", token);
 	digest_hex(token, digest);
 	sodium_memzero(raw, sizeof(raw));
@@ -54,7 +54,7 @@ const char *sp_auth_bearer(const char *header)
 
 struct principal_box {
 	struct sp_principal p; /* first: the public view */
-	json_t *row;	       /* owns the strings p points into */
+	json_t *row;           /* owns the strings p points into */
 };
 
 struct resolve_ctx {
@@ -99,12 +99,13 @@ int sp_auth_resolve(struct sp_db *db, const char *token, sp_auth_fn *cb, void *a
 	}
 	const char *params[] = { ctx->digest };
 	if (sp_db_query_prepared(db, "sp_auth_resolve",
-				 "SELECT encode(t.digest, 'hex'), u.id::text AS user_id, u.email, t.id::text AS token_id, "
-				 "u.org_id::text AS org_id, u.org_role, u.is_admin "
-				 "FROM sp_tokens t JOIN sp_users u ON u.id = t.user_id "
-				 "WHERE t.digest = decode($1, 'hex') AND t.revoked_at IS NULL "
-				 "AND (t.expires_at IS NULL OR t.expires_at > now())",
-				 1, params, resolved, ctx) < 0) {
+	                         "SELECT encode(t.digest, 'hex'), u.id::text AS user_id, u.email, "
+	                         "t.id::text AS token_id, "
+	                         "u.org_id::text AS org_id, u.org_role, u.is_admin "
+	                         "FROM sp_tokens t JOIN sp_users u ON u.id = t.user_id "
+	                         "WHERE t.digest = decode($1, 'hex') AND t.revoked_at IS NULL "
+	                         "AND (t.expires_at IS NULL OR t.expires_at > now())",
+	                         1, params, resolved, ctx) < 0) {
 		free(ctx);
 		return -1;
 	}
@@ -131,8 +132,8 @@ int sp_password_hash(const char *password, char *out, size_t outlen)
 	if (outlen < crypto_pwhash_STRBYTES)
 		return -1;
 	return crypto_pwhash_str(out, password, strlen(password),
-				 crypto_pwhash_OPSLIMIT_INTERACTIVE,
-				 crypto_pwhash_MEMLIMIT_INTERACTIVE);
+	                         crypto_pwhash_OPSLIMIT_INTERACTIVE,
+	                         crypto_pwhash_MEMLIMIT_INTERACTIVE);
 }
 
 bool sp_password_verify(const char *hash, const char *password)

@@ -6,9 +6,9 @@
 
 struct sp_db;
 
-#define SP_TOKEN_PREFIX "sph_" /* recognisable, so secret scanners can find leaked tokens */
-#define SP_TOKEN_CHARS 47      /* prefix + 43 base64url characters (256 random bits) */
-#define SP_TOKEN_DIGEST_HEX 65 /* SHA-256 as hex, with the terminating NUL */
+#define SP_TOKEN_PREFIX     "sph_" /* recognisable, so secret scanners can find leaked tokens */
+#define SP_TOKEN_CHARS      47     /* prefix + 43 base64url characters (256 random bits) */
+#define SP_TOKEN_DIGEST_HEX 65     /* SHA-256 as hex, with the terminating NUL */
 
 /* A new random token (token >= 48 bytes), its display prefix (>= 16 bytes) and the
  * hex digest stored in the database. */

@@ -124,11 +124,11 @@ static bool valid_type(const char *t)
 }
 
 int sp_bus_subscribe(struct sp_bus *bus, struct sp_plugin *owner, const char *pattern,
-		     sp_bus_fn *cb, void *arg)
+                     sp_bus_fn *cb, void *arg)
 {
-	if (!cb || !pattern || (strcmp(pattern, "*") != 0 && !valid_type(pattern) &&
-				!(strlen(pattern) > 2 &&
-				  strcmp(pattern + strlen(pattern) - 2, ".*") == 0)))
+	if (!cb || !pattern ||
+	    (strcmp(pattern, "*") != 0 && !valid_type(pattern) &&
+	     !(strlen(pattern) > 2 && strcmp(pattern + strlen(pattern) - 2, ".*") == 0)))
 		return -1;
 	struct sub *s = sp_calloc(1, sizeof(*s));
 	s->owner = owner;
@@ -164,8 +164,8 @@ int sp_bus_emit(struct sp_bus *bus, const char *type, json_t *data)
 	json_t *d = data ? json_incref(data) : json_object();
 	enqueue(bus, type, d);
 	if (bus->core->db) {
-		json_t *msg = json_pack("{s:s, s:s, s:O}", "origin", bus->core->instance_id,
-					"type", type, "data", d);
+		json_t *msg = json_pack("{s:s, s:s, s:O}", "origin", bus->core->instance_id, "type",
+		                        type, "data", d);
 		char *text = json_dumps(msg, JSON_COMPACT);
 		json_decref(msg);
 		if (text && strlen(text) < 7900) /* NOTIFY payloads stop at 8000 bytes */

@@ -15,7 +15,7 @@ void sp_bus_free(struct sp_bus *bus);
 /* Starts listening for other instances' events (needs core->db). */
 int sp_bus_listen(struct sp_bus *bus);
 int sp_bus_subscribe(struct sp_bus *bus, struct sp_plugin *owner, const char *pattern,
-		     sp_bus_fn *cb, void *arg);
+                     sp_bus_fn *cb, void *arg);
 void sp_bus_remove_owner(struct sp_bus *bus, struct sp_plugin *owner);
 /* data borrowed. Local subscribers run on the next loop turn; other processes get it
  * through NOTIFY. Returns 0 or -1 (bad type). */

@@ -31,18 +31,17 @@ struct sp_cli_common {
 /* Parses --config/--database/--state-dir, the given extra flags (each takes a value)
  * and --help. Returns -1 to go on, or an exit code (0 after --help, 2 on error). */
 int sp_cli_parse_common(int argc, char **argv, const struct sp_cli_flag *extra,
-			struct sp_cli_common *out, void (*usage)(FILE *));
+                        struct sp_cli_common *out, void (*usage)(FILE *));
 void sp_cli_common_free(struct sp_cli_common *c);
 void sp_cli_overrides_free(struct sp_cli_overrides *o);
 /* Loads the file (or SPEARHEAD_CONFIG, or none), applies overrides, validates. */
-struct sp_config *sp_cli_load_config(const char *path, const struct sp_cli_overrides *o,
-				     char *err, size_t errlen);
+struct sp_config *sp_cli_load_config(const char *path, const struct sp_cli_overrides *o, char *err,
+                                     size_t errlen);
 
 /* Database for a command: the configured URL, or the embedded cluster (*pg set). */
 int sp_open_database(const struct sp_config *cfg, struct sp_pgembed **pg, const char **url,
-		     char *err, size_t errlen);
+                     char *err, size_t errlen);
 /* Core then plugin migrations. A plugin whose migration fails is marked failed. */
-int sp_run_migrations(const char *url, struct sp_plugins *plugins, bool retry_failed,
-		      int *applied);
+int sp_run_migrations(const char *url, struct sp_plugins *plugins, bool retry_failed, int *applied);
 
 #endif

@@ -35,7 +35,8 @@ static const struct opt options[] = {
 	{ "server", "max_headers", "SPEARHEAD_MAX_HEADERS", OPT_LONG, "100", 8, 10000,
 	  OFF(max_headers), "most header fields in a request; more get 431" },
 	{ "server", "header_timeout_s", "SPEARHEAD_HEADER_TIMEOUT_S", OPT_LONG, "10", 1, 3600,
-	  OFF(header_timeout_s), "time allowed to receive a whole request from its first byte (stops slowloris)" },
+	  OFF(header_timeout_s),
+	  "time allowed to receive a whole request from its first byte (stops slowloris)" },
 	{ "server", "idle_timeout_s", "SPEARHEAD_IDLE_TIMEOUT_S", OPT_LONG, "60", 1, 86400,
 	  OFF(idle_timeout_s), "close a connection silent for this long" },
 	{ "server", "json_max_depth", "SPEARHEAD_JSON_MAX_DEPTH", OPT_LONG, "32", 2, 1000,
@@ -51,7 +52,8 @@ static const struct opt options[] = {
 	{ "database", "queue_timeout_ms", "SPEARHEAD_DATABASE_QUEUE_TIMEOUT_MS", OPT_LONG, "5000",
 	  1, 600000, OFF(queue_timeout_ms), "a query waiting longer for a connection fails (503)" },
 	{ "database", "statement_timeout_ms", "SPEARHEAD_DATABASE_STATEMENT_TIMEOUT_MS", OPT_LONG,
-	  "30000", 0, 86400000, OFF(statement_timeout_ms), "PostgreSQL statement_timeout; 0 = none" },
+	  "30000", 0, 86400000, OFF(statement_timeout_ms),
+	  "PostgreSQL statement_timeout; 0 = none" },
 	{ "database", "lock_timeout_ms", "SPEARHEAD_DATABASE_LOCK_TIMEOUT_MS", OPT_LONG, "3000", 0,
 	  86400000, OFF(lock_timeout_ms), "PostgreSQL lock_timeout; 0 = none" },
 	{ "database", "migrate_on_start", "SPEARHEAD_MIGRATE_ON_START", OPT_BOOL, "true", 0, 0,
@@ -113,7 +115,7 @@ static int parse_bool(const char *v, bool *out)
 }
 
 static int set_opt(struct sp_config *cfg, const struct opt *o, const char *value, char *err,
-		   size_t errlen)
+                   size_t errlen)
 {
 	char *base = (char *)cfg;
 	switch (o->type) {
@@ -127,7 +129,7 @@ static int set_opt(struct sp_config *cfg, const struct opt *o, const char *value
 		long v;
 		if (sp_parse_long(value, o->min, o->max, &v) < 0) {
 			snprintf(err, errlen, "%s.%s: '%s' is not an integer in [%ld, %ld]",
-				 o->section, o->key, value, o->min, o->max);
+			         o->section, o->key, value, o->min, o->max);
 			return -1;
 		}
 		*(long *)(base + o->offset) = v;
@@ -136,7 +138,7 @@ static int set_opt(struct sp_config *cfg, const struct opt *o, const char *value
 	case OPT_BOOL:
 		if (parse_bool(value, (bool *)(base + o->offset)) < 0) {
 			snprintf(err, errlen, "%s.%s: '%s' is not a boolean (true/false)",
-				 o->section, o->key, value);
+			         o->section, o->key, value);
 			return -1;
 		}
 		return 0;
@@ -159,8 +161,8 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
 	if (strncmp(section, "plugin.", 7) == 0) {
 		const char *plugin = section + 7;
 		if (!sp_is_ident(plugin) || !sp_is_ident(name)) {
-			snprintf(st->err, st->errlen, "[%s] %s: plugin and setting names are [a-z0-9_]+",
-				 section, name);
+			snprintf(st->err, st->errlen,
+			         "[%s] %s: plugin and setting names are [a-z0-9_]+", section, name);
 			st->failed = true;
 			return 0;
 		}
@@ -172,7 +174,7 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
 		json_t *s = json_string(value);
 		if (!s) {
 			snprintf(st->err, st->errlen, "[%s] %s: value is not valid UTF-8", section,
-				 name);
+			         name);
 			st->failed = true;
 			return 0;
 		}
@@ -208,7 +210,7 @@ struct sp_config *sp_config_load(const char *path, char *err, size_t errlen)
 		int rc = ini_parse(path, ini_cb, &st);
 		if (rc < 0) {
 			snprintf(err, errlen, "cannot read config file %s: %s", path,
-				 strerror(errno));
+			         strerror(errno));
 			goto fail;
 		}
 		if (rc > 0 || st.failed) {
@@ -216,7 +218,7 @@ struct sp_config *sp_config_load(const char *path, char *err, size_t errlen)
 				snprintf(err, errlen, "%s:%d: %s", path, rc, inner);
 			else
 				snprintf(err, errlen, "%s:%d: syntax error (expected key = value)",
-					 path, rc);
+				         path, rc);
 			goto fail;
 		}
 	}
@@ -248,7 +250,7 @@ void sp_config_free(struct sp_config *cfg)
 }
 
 int sp_config_set(struct sp_config *cfg, const char *key, const char *value, char *err,
-		  size_t errlen)
+                  size_t errlen)
 {
 	const struct opt *o = find_opt(NULL, key);
 	if (!o) {
@@ -293,7 +295,7 @@ int sp_config_validate(const struct sp_config *cfg, char *err, size_t errlen)
 	enum sp_log_level lvl;
 	if (sp_log_parse_level(cfg->log_level, &lvl) < 0) {
 		snprintf(err, errlen, "log.level: '%s' is not one of error, warn, info, debug",
-			 cfg->log_level);
+		         cfg->log_level);
 		return -1;
 	}
 	if (cfg->database_url[0] && strncmp(cfg->database_url, "postgresql://", 13) != 0 &&
@@ -310,9 +312,10 @@ int sp_config_validate(const struct sp_config *cfg, char *err, size_t errlen)
 
 void sp_config_write_reference(FILE *out)
 {
-	fprintf(out, "# Spearhead configuration. Lines starting with # or ; are comments.\n"
-		     "# Every option is shown with its default. Environment variables\n"
-		     "# (named on each option) override the file; command-line flags override both.\n");
+	fprintf(out,
+	        "# Spearhead configuration. Lines starting with # or ; are comments.\n"
+	        "# Every option is shown with its default. Environment variables\n"
+	        "# (named on each option) override the file; command-line flags override both.\n");
 	const char *section = "";
 	for (size_t i = 0; i < SP_ARRAY_LEN(options); i++) {
 		const struct opt *o = &options[i];
@@ -323,9 +326,10 @@ void sp_config_write_reference(FILE *out)
 		fprintf(out, "# %s (env %s)\n", o->help, o->env);
 		fprintf(out, "%s = %s\n", o->key, o->def);
 	}
-	fprintf(out, "\n# Plugin settings: one section per plugin, validated by the plugin's schema;\n"
-		     "# values stored through the API (PUT /v1/plugins/NAME/settings) take precedence.\n"
-		     "# [plugin.example]\n# greeting = Hello\n");
+	fprintf(out,
+	        "\n# Plugin settings: one section per plugin, validated by the plugin's schema;\n"
+	        "# values stored through the API (PUT /v1/plugins/NAME/settings) take precedence.\n"
+	        "# [plugin.example]\n# greeting = Hello\n");
 }
 
 void sp_config_dump(const struct sp_config *cfg, FILE *out)
@@ -347,7 +351,7 @@ void sp_config_dump(const struct sp_config *cfg, FILE *out)
 			break;
 		case OPT_BOOL:
 			fprintf(out, "%s = %s\n", o->key,
-				*(const bool *)(base + o->offset) ? "true" : "false");
+			        *(const bool *)(base + o->offset) ? "true" : "false");
 			break;
 		}
 	}

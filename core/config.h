@@ -10,19 +10,19 @@
 
 struct sp_config {
 	/* [server] */
-	char *listen;		/* HOST:PORT */
-	long workers;		/* 0 = number of CPUs */
-	long max_connections;	/* past it new clients get 503 */
-	long max_body_bytes;	/* → 413 */
-	long max_header_bytes;	/* → 431 */
-	long max_headers;	/* → 431 */
-	long header_timeout_s;	/* total deadline to receive a request head (slowloris) */
-	long idle_timeout_s;	/* keep-alive / read inactivity */
+	char *listen;          /* HOST:PORT */
+	long workers;          /* 0 = number of CPUs */
+	long max_connections;  /* past it new clients get 503 */
+	long max_body_bytes;   /* → 413 */
+	long max_header_bytes; /* → 431 */
+	long max_headers;      /* → 431 */
+	long header_timeout_s; /* total deadline to receive a request head (slowloris) */
+	long idle_timeout_s;   /* keep-alive / read inactivity */
 	long json_max_depth;
-	long shutdown_timeout_s;	/* in-flight requests get this long on SIGTERM */
-	char *port_file;	/* write the bound port here (tests, port 0) */
+	long shutdown_timeout_s; /* in-flight requests get this long on SIGTERM */
+	char *port_file;         /* write the bound port here (tests, port 0) */
 	/* [database] */
-	char *database_url;	/* empty = embedded PostgreSQL in state_dir */
+	char *database_url; /* empty = embedded PostgreSQL in state_dir */
 	long pool_size;
 	long queue_timeout_ms;
 	long statement_timeout_ms;
@@ -30,20 +30,20 @@ struct sp_config {
 	bool migrate_on_start;
 	/* [auth] */
 	long session_ttl_s;
-	long login_max_failures;	/* per account and per address, per window */
+	long login_max_failures; /* per account and per address, per window */
 	long login_window_s;
-	long password_threads;	/* argon2id work off the event loop */
+	long password_threads; /* argon2id work off the event loop */
 	/* [paths] */
 	char *state_dir;
 	char *plugin_dir;
-	char *plugin_path;	/* extra dirs, ':'-separated; every plugin there is loaded */
+	char *plugin_path; /* extra dirs, ':'-separated; every plugin there is loaded */
 	/* [log] */
 	char *log_level;
 	/* [plugins] */
-	char *plugins_load;	/* comma-separated names from plugin_dir; "*" = all found */
+	char *plugins_load; /* comma-separated names from plugin_dir; "*" = all found */
 	/* [plugin.NAME] key = value → {"NAME": {"key": "value"}} (strings; typed later) */
 	json_t *plugin_settings;
-	char *source;		/* file it came from, or NULL */
+	char *source; /* file it came from, or NULL */
 };
 
 /* Fills defaults, then the file (if path non-NULL), then SPEARHEAD_* variables.
@@ -53,7 +53,7 @@ void sp_config_free(struct sp_config *cfg);
 /* Sets one option by its name ("listen", "database_url", ...) from a string, as a
  * command-line flag does. Returns 0 or -1 with err. */
 int sp_config_set(struct sp_config *cfg, const char *key, const char *value, char *err,
-		  size_t errlen);
+                  size_t errlen);
 /* Cross-option checks (listen address parses, ...). */
 int sp_config_validate(const struct sp_config *cfg, char *err, size_t errlen);
 /* Writes a complete annotated config file with every option and its default. */

@@ -25,12 +25,12 @@ typedef void sp_db_tx_done_fn(const struct sp_db_result *err, void *arg);
 typedef void sp_db_notify_fn(const char *channel, const char *payload, void *arg);
 
 struct sp_db_options {
-	const char *url;	    /* libpq connection URI or conninfo; never concatenated */
-	int pool_size;		    /* connections for queries (default 4) */
-	int queue_timeout_ms;	    /* a query waiting longer than this for a connection
-				       fails with SQLSTATE "SP503" (default 5000) */
-	int statement_timeout_ms;   /* SET statement_timeout on each connection, 0 = none */
-	int lock_timeout_ms;	    /* SET lock_timeout on each connection, 0 = none */
+	const char *url;              /* libpq connection URI or conninfo; never concatenated */
+	int pool_size;                /* connections for queries (default 4) */
+	int queue_timeout_ms;         /* a query waiting longer than this for a connection
+	                                 fails with SQLSTATE "SP503" (default 5000) */
+	int statement_timeout_ms;     /* SET statement_timeout on each connection, 0 = none */
+	int lock_timeout_ms;          /* SET lock_timeout on each connection, 0 = none */
 	const char *application_name; /* shown in pg_stat_activity */
 };
 
@@ -44,21 +44,21 @@ void sp_db_free(struct sp_db *db);
  * params. The callback runs exactly once, later, from the event loop (never inside
  * this call). Returns 0, or -1 if the query could not be queued (then no callback). */
 int sp_db_query(struct sp_db *db, const char *sql, int nparams, const char *const *params,
-		sp_db_result_fn *cb, void *arg);
+                sp_db_result_fn *cb, void *arg);
 /* Same, but the statement is prepared once per connection and reused by name. */
 int sp_db_query_prepared(struct sp_db *db, const char *name, const char *sql, int nparams,
-			 const char *const *params, sp_db_result_fn *cb, void *arg);
+                         const char *const *params, sp_db_result_fn *cb, void *arg);
 
 /* Runs body inside BEGIN (isolation: NULL = READ COMMITTED, or e.g. "SERIALIZABLE"),
  * retrying up to max_retries times on 40001/40P01. done runs exactly once.
  * The body and each tx query callback must leave the transaction something to do (a
  * query, commit or rollback) when they return: one left idle is rolled back ("SP000"). */
 int sp_db_tx(struct sp_db *db, const char *isolation, int max_retries, sp_db_tx_fn *body,
-	     sp_db_tx_done_fn *done, void *arg);
+             sp_db_tx_done_fn *done, void *arg);
 /* A query inside the transaction. cb only sees successful results: an error aborts
  * the transaction (retry or done(err)) without calling cb. */
 int sp_db_tx_query(struct sp_db_tx *tx, const char *sql, int nparams, const char *const *params,
-		   sp_db_result_fn *cb, void *arg);
+                   sp_db_result_fn *cb, void *arg);
 /* Both run after the queries already issued; later tx calls on it are refused. */
 void sp_db_tx_commit(struct sp_db_tx *tx);
 void sp_db_tx_rollback(struct sp_db_tx *tx);
@@ -78,7 +78,7 @@ void sp_db_get_stats(const struct sp_db *db, struct sp_db_stats *out);
 
 /* Result accessors (all take a borrowed result; NULL, as a successful tx done gets,
  * reads as OK and empty). */
-bool sp_db_result_ok(const struct sp_db_result *res);	     /* command or tuples OK */
+bool sp_db_result_ok(const struct sp_db_result *res);              /* command or tuples OK */
 const char *sp_db_result_sqlstate(const struct sp_db_result *res); /* "" when ok */
 const char *sp_db_result_error(const struct sp_db_result *res);    /* "" when ok */
 int sp_db_result_ntuples(const struct sp_db_result *res);
@@ -99,6 +99,6 @@ json_t *sp_db_result_rows_json(const struct sp_db_result *res);
 
 /* SQLSTATEs the pool itself reports. */
 #define SP_DB_STATE_UNAVAILABLE "SP503" /* no connection within queue_timeout / db down */
-#define SP_DB_STATE_ROLLBACK "SP000"	/* the transaction body rolled back */
+#define SP_DB_STATE_ROLLBACK    "SP000" /* the transaction body rolled back */
 
 #endif

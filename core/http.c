@@ -39,7 +39,7 @@ json_t *sp_json_parse_body(const char *buf, size_t len, int max_depth, char *err
 	int depth = sp_json_depth(buf, len);
 	if (depth > max_depth) {
 		snprintf(err, errlen, "JSON nesting depth %d exceeds the limit of %d", depth,
-			 max_depth);
+		         max_depth);
 		return NULL;
 	}
 	json_error_t jerr;
@@ -48,7 +48,7 @@ json_t *sp_json_parse_body(const char *buf, size_t len, int max_depth, char *err
 	json_t *v = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!v) {
 		snprintf(err, errlen, "malformed JSON at line %d, column %d: %s", jerr.line,
-			 jerr.column, jerr.text);
+		         jerr.column, jerr.text);
 		return NULL;
 	}
 	return v;
@@ -117,7 +117,7 @@ const char *sp_problem_type(int status)
 json_t *sp_problem_new(int status, const char *title, const char *detail, json_t *errors)
 {
 	json_t *p = json_pack("{s:s, s:s, s:i}", "type", sp_problem_type(status), "title",
-			      title ? title : sp_status_phrase(status), "status", status);
+	                      title ? title : sp_status_phrase(status), "status", status);
 	if (detail)
 		json_object_set_new(p, "detail", json_string(detail));
 	if (errors)

@@ -30,8 +30,8 @@ struct login {
 	struct sp_core *core;
 	char *email;
 	char *password; /* wiped after use */
-	char *hash;	/* from the database, or the dummy */
-	char *user_id;	/* NULL when unknown */
+	char *hash;     /* from the database, or the dummy */
+	char *user_id;  /* NULL when unknown */
 	char account_key[300], address_key[80];
 	bool verified;
 };
@@ -55,16 +55,15 @@ static void login_reply_session(const struct sp_db_result *res, void *arg)
 		sp_request_reply_db_error(l->req, res);
 	} else {
 		json_t *row = sp_db_result_row_json(res, 0);
-		json_t *user = json_pack("{s:O, s:O, s:O, s:O, s:O, s:O}", "id",
-					 json_object_get(row, "id"), "email",
-					 json_object_get(row, "email"), "display_name",
-					 json_object_get(row, "display_name"), "is_admin",
-					 json_object_get(row, "is_admin"), "org_id",
-					 json_object_get(row, "org_id"), "org_role",
-					 json_object_get(row, "org_role"));
-		json_t *body = json_pack("{s:O, s:O, s:o}", "token", json_object_get(row, "token"),
-					 "expires_at", json_object_get(row, "expires_at"), "user",
-					 user);
+		json_t *user = json_pack(
+		    "{s:O, s:O, s:O, s:O, s:O, s:O}", "id", json_object_get(row, "id"), "email",
+		    json_object_get(row, "email"), "display_name",
+		    json_object_get(row, "display_name"), "is_admin",
+		    json_object_get(row, "is_admin"), "org_id", json_object_get(row, "org_id"),
+		    "org_role", json_object_get(row, "org_role"));
+		json_t *body =
+		    json_pack("{s:O, s:O, s:o}", "token", json_object_get(row, "token"),
+		              "expires_at", json_object_get(row, "expires_at"), "user", user);
 		json_decref(row);
 		sp_request_add_header(l->req, "Cache-Control", "no-store");
 		sp_request_reply_json(l->req, 200, body);
@@ -78,7 +77,7 @@ static void login_failed_counted(const struct sp_db_result *res, void *arg)
 	if (!sp_db_result_ok(res))
 		sp_warn("could not record a failed login: %s", sp_db_result_error(res));
 	sp_request_reply_problem(l->req, 401, "Login failed", "wrong e-mail address or password",
-				 NULL);
+	                         NULL);
 	login_free(l);
 }
 
@@ -96,15 +95,16 @@ static void verify_done(void *arg)
 	snprintf(window, sizeof(window), "%ld", l->core->cfg->login_window_s);
 	if (!l->verified) {
 		const char *params[] = { l->account_key, l->address_key, window };
-		if (sp_db_query(l->core->db,
-				"INSERT INTO sp_login_failures AS f (key, failures, window_start) "
-				"SELECT k, 1, now() FROM unnest(ARRAY[$1, $2]) k "
-				"ON CONFLICT (key) DO UPDATE SET "
-				"failures = CASE WHEN f.window_start < now() - make_interval(secs => "
-				"$3::int) THEN 1 ELSE f.failures + 1 END, "
-				"window_start = CASE WHEN f.window_start < now() - make_interval(secs "
-				"=> $3::int) THEN now() ELSE f.window_start END",
-				3, params, login_failed_counted, l) < 0)
+		if (sp_db_query(
+		        l->core->db,
+		        "INSERT INTO sp_login_failures AS f (key, failures, window_start) "
+		        "SELECT k, 1, now() FROM unnest(ARRAY[$1, $2]) k "
+		        "ON CONFLICT (key) DO UPDATE SET "
+		        "failures = CASE WHEN f.window_start < now() - make_interval(secs => "
+		        "$3::int) THEN 1 ELSE f.failures + 1 END, "
+		        "window_start = CASE WHEN f.window_start < now() - make_interval(secs "
+		        "=> $3::int) THEN now() ELSE f.window_start END",
+		        3, params, login_failed_counted, l) < 0)
 			login_failed_counted(NULL, l);
 		return;
 	}
@@ -112,16 +112,17 @@ static void verify_done(void *arg)
 	sp_token_generate(token, prefix, digest);
 	const char *params[] = { l->user_id, prefix, digest, ttl, token, l->account_key };
 	/* One statement: clear the account's failures, create the session, return it. */
-	if (sp_db_query(l->core->db,
-			"WITH cleared AS (DELETE FROM sp_login_failures WHERE key = $6), "
-			"t AS (INSERT INTO sp_tokens (user_id, kind, name, prefix, digest, "
-			"expires_at) VALUES ($1, 'session', 'login', $2, decode($3, 'hex'), "
-			"now() + make_interval(secs => $4::int)) RETURNING expires_at) "
-			"SELECT $5::text AS token, to_char(t.expires_at AT TIME ZONE 'UTC', "
-			"'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS expires_at, u.id::text AS id, u.email, "
-			"u.display_name, u.is_admin, u.org_id::text AS org_id, u.org_role "
-			"FROM t, sp_users u WHERE u.id = $1",
-			6, params, login_reply_session, l) < 0) {
+	if (sp_db_query(
+	        l->core->db,
+	        "WITH cleared AS (DELETE FROM sp_login_failures WHERE key = $6), "
+	        "t AS (INSERT INTO sp_tokens (user_id, kind, name, prefix, digest, "
+	        "expires_at) VALUES ($1, 'session', 'login', $2, decode($3, 'hex'), "
+	        "now() + make_interval(secs => $4::int)) RETURNING expires_at) "
+	        "SELECT $5::text AS token, to_char(t.expires_at AT TIME ZONE 'UTC', "
+	        "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS expires_at, u.id::text AS id, u.email, "
+	        "u.display_name, u.is_admin, u.org_id::text AS org_id, u.org_role "
+	        "FROM t, sp_users u WHERE u.id = $1",
+	        6, params, login_reply_session, l) < 0) {
 		sp_request_reply_problem(l->req, 503, NULL, "the database is unavailable", NULL);
 		login_free(l);
 	}
@@ -145,7 +146,7 @@ static void login_looked_up(const struct sp_db_result *res, void *arg)
 		snprintf(ra, sizeof(ra), "%ld", retry);
 		sp_request_add_header(l->req, "Retry-After", ra);
 		sp_request_reply_problem(l->req, 429, NULL,
-					 "too many failed logins; wait before trying again", NULL);
+		                         "too many failed logins; wait before trying again", NULL);
 		login_free(l);
 		return;
 	}
@@ -156,7 +157,8 @@ static void login_looked_up(const struct sp_db_result *res, void *arg)
 		l->hash = sp_strdup(dummy_hash);
 	}
 	if (sp_workpool_submit(l->core->workpool, verify_work, verify_done, l) < 0) {
-		sp_request_reply_problem(l->req, 503, NULL, "cannot check passwords right now", NULL);
+		sp_request_reply_problem(l->req, 503, NULL, "cannot check passwords right now",
+		                         NULL);
 		login_free(l);
 	}
 }
@@ -193,13 +195,13 @@ static void login(struct sp_request *req, void *arg)
 	snprintf(window, sizeof(window), "%ld", core->cfg->login_window_s);
 	const char *params[] = { l->account_key, l->address_key, max, window, l->email };
 	if (sp_db_query(core->db,
-			"SELECT (SELECT ceil(extract(epoch FROM max(window_start) + "
-			"make_interval(secs => $4::int) - now()))::int FROM sp_login_failures "
-			"WHERE key IN ($1, $2) AND failures >= $3::int AND window_start > now() - "
-			"make_interval(secs => $4::int)) AS retry_after, "
-			"(SELECT id::text FROM sp_users WHERE lower(email) = $5) AS id, "
-			"(SELECT password_hash FROM sp_users WHERE lower(email) = $5) AS hash",
-			5, params, login_looked_up, l) < 0) {
+	                "SELECT (SELECT ceil(extract(epoch FROM max(window_start) + "
+	                "make_interval(secs => $4::int) - now()))::int FROM sp_login_failures "
+	                "WHERE key IN ($1, $2) AND failures >= $3::int AND window_start > now() - "
+	                "make_interval(secs => $4::int)) AS retry_after, "
+	                "(SELECT id::text FROM sp_users WHERE lower(email) = $5) AS id, "
+	                "(SELECT password_hash FROM sp_users WHERE lower(email) = $5) AS hash",
+	                5, params, login_looked_up, l) < 0) {
 		sp_request_reply_problem(req, 503, NULL, "the database is unavailable", NULL);
 		login_free(l);
 	}
@@ -221,7 +223,7 @@ static void logout(struct sp_request *req, void *arg)
 	struct sp_core *core = arg;
 	const char *params[] = { sp_principal_token_id(sp_request_principal(req)) };
 	if (sp_db_query(core->db, "UPDATE sp_tokens SET revoked_at = now() WHERE id = $1", 1,
-			params, reply_204, req) < 0)
+	                params, reply_204, req) < 0)
 		sp_request_reply_problem(req, 503, NULL, "the database is unavailable", NULL);
 }
 
@@ -242,14 +244,14 @@ static void me_done(const struct sp_db_result *res, void *arg)
 	if (json_is_string(json_object_get(row, "org_role")))
 		json_array_append(roles, json_object_get(row, "org_role"));
 	json_t *org = json_object_get(row, "organization");
-	json_t *body = json_pack(
-		"{s:{s:O, s:O, s:O, s:O, s:O}, s:O, s:o}", "user", "id", json_object_get(row, "id"),
-		"email", json_object_get(row, "email"), "display_name",
-		json_object_get(row, "display_name"), "is_admin", json_object_get(row, "is_admin"),
-		"created_at", json_object_get(row, "created_at"), "organization",
-		org ? org : json_null(), "roles", roles);
+	json_t *body = json_pack("{s:{s:O, s:O, s:O, s:O, s:O}, s:O, s:o}", "user", "id",
+	                         json_object_get(row, "id"), "email", json_object_get(row, "email"),
+	                         "display_name", json_object_get(row, "display_name"), "is_admin",
+	                         json_object_get(row, "is_admin"), "created_at",
+	                         json_object_get(row, "created_at"), "organization",
+	                         org ? org : json_null(), "roles", roles);
 	json_object_set(json_object_get(body, "user"), "org_role",
-			json_object_get(row, "org_role"));
+	                json_object_get(row, "org_role"));
 	json_decref(row);
 	sp_request_reply_json(req, 200, body);
 }
@@ -259,14 +261,14 @@ static void me(struct sp_request *req, void *arg)
 	struct sp_core *core = arg;
 	const char *params[] = { sp_request_principal(req)->user_id };
 	if (sp_db_query(core->db,
-			"SELECT u.id::text AS id, u.email, u.display_name, u.is_admin, u.org_role, "
-			"to_char(u.created_at AT TIME ZONE 'UTC', "
-			"'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS created_at, "
-			"CASE WHEN o.id IS NULL THEN NULL ELSE json_build_object('id', o.id, "
-			"'name', o.name, 'kind', o.kind, 'country', o.country) END AS organization "
-			"FROM sp_users u LEFT JOIN sp_organizations o ON o.id = u.org_id "
-			"WHERE u.id = $1",
-			1, params, me_done, req) < 0)
+	                "SELECT u.id::text AS id, u.email, u.display_name, u.is_admin, u.org_role, "
+	                "to_char(u.created_at AT TIME ZONE 'UTC', "
+	                "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS created_at, "
+	                "CASE WHEN o.id IS NULL THEN NULL ELSE json_build_object('id', o.id, "
+	                "'name', o.name, 'kind', o.kind, 'country', o.country) END AS organization "
+	                "FROM sp_users u LEFT JOIN sp_organizations o ON o.id = u.org_id "
+	                "WHERE u.id = $1",
+	                1, params, me_done, req) < 0)
 		sp_request_reply_problem(req, 503, NULL, "the database is unavailable", NULL);
 }
 
@@ -318,13 +320,14 @@ static void tokens_create(struct sp_request *req, void *arg)
 	sp_token_generate(t->token, prefix, digest);
 	snprintf(exp, sizeof(exp), "%lld", expires);
 	const char *params[] = { sp_request_principal(req)->user_id, name, prefix, digest,
-				 has_exp ? exp : NULL };
-	if (sp_db_query(core->db,
-			"INSERT INTO sp_tokens (user_id, kind, name, prefix, digest, expires_at) "
-			"VALUES ($1, 'api', $2, $3, decode($4, 'hex'), now() + "
-			"make_interval(secs => $5::int)) RETURNING id::text AS id, name, "
-			"prefix, " TS("created_at") " AS created_at, " TS("expires_at") " AS expires_at",
-			5, params, token_created, t) < 0) {
+		                 has_exp ? exp : NULL };
+	if (sp_db_query(
+	        core->db,
+	        "INSERT INTO sp_tokens (user_id, kind, name, prefix, digest, expires_at) "
+	        "VALUES ($1, 'api', $2, $3, decode($4, 'hex'), now() + "
+	        "make_interval(secs => $5::int)) RETURNING id::text AS id, name, "
+	        "prefix, " TS("created_at") " AS created_at, " TS("expires_at") " AS expires_at",
+	        5, params, token_created, t) < 0) {
 		sp_request_reply_problem(req, 503, NULL, "the database is unavailable", NULL);
 		free(t);
 	}
@@ -337,8 +340,8 @@ static void reply_items(const struct sp_db_result *res, void *arg)
 		sp_request_reply_db_error(req, res);
 		return;
 	}
-	sp_request_reply_json(req, 200, json_pack("{s:o, s:n}", "items",
-						  sp_db_result_rows_json(res), "next_cursor"));
+	sp_request_reply_json(
+	    req, 200, json_pack("{s:o, s:n}", "items", sp_db_result_rows_json(res), "next_cursor"));
 }
 
 static void tokens_list(struct sp_request *req, void *arg)
@@ -346,12 +349,13 @@ static void tokens_list(struct sp_request *req, void *arg)
 	struct sp_core *core = arg;
 	const char *params[] = { sp_request_principal(req)->user_id };
 	/* A user holds few API tokens; the list is complete in one page. */
-	if (sp_db_query(core->db,
-			"SELECT id::text AS id, name, prefix, " TS("created_at") " AS created_at, "
-			TS("expires_at") " AS expires_at FROM sp_tokens WHERE user_id = $1 AND "
-			"kind = 'api' AND revoked_at IS NULL AND (expires_at IS NULL OR "
-			"expires_at > now()) ORDER BY created_at, id LIMIT 1000",
-			1, params, reply_items, req) < 0)
+	if (sp_db_query(
+	        core->db,
+	        "SELECT id::text AS id, name, prefix, " TS("created_at") " AS created_at, " TS(
+	            "expires_at") " AS expires_at FROM sp_tokens WHERE user_id = $1 AND "
+	                          "kind = 'api' AND revoked_at IS NULL AND (expires_at IS NULL OR "
+	                          "expires_at > now()) ORDER BY created_at, id LIMIT 1000",
+	        1, params, reply_items, req) < 0)
 		sp_request_reply_problem(req, 503, NULL, "the database is unavailable", NULL);
 }
 
@@ -377,9 +381,9 @@ static void tokens_delete(struct sp_request *req, void *arg)
 	const struct sp_principal *p = sp_request_principal(req);
 	const char *params[] = { id, p->user_id, p->is_admin ? "true" : "false" };
 	if (sp_db_query(core->db,
-			"UPDATE sp_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS "
-			"NULL AND (user_id = $2 OR $3::bool) RETURNING id",
-			3, params, token_revoked, req) < 0)
+	                "UPDATE sp_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS "
+	                "NULL AND (user_id = $2 OR $3::bool) RETURNING id",
+	                3, params, token_revoked, req) < 0)
 		sp_request_reply_problem(req, 503, NULL, "the database is unavailable", NULL);
 }
 
@@ -392,20 +396,20 @@ int sp_identity_register(struct sp_core *core)
 			return -1;
 	}
 	static const char login_schema[] =
-		"{\"type\":\"object\",\"required\":[\"email\",\"password\"],\"properties\":{"
-		"\"email\":{\"type\":\"string\"},\"password\":{\"type\":\"string\"}},"
-		"\"additionalProperties\":false}";
+	    "{\"type\":\"object\",\"required\":[\"email\",\"password\"],\"properties\":{"
+	    "\"email\":{\"type\":\"string\"},\"password\":{\"type\":\"string\"}},"
+	    "\"additionalProperties\":false}";
 	static const char token_schema[] =
-		"{\"type\":\"object\",\"required\":[\"name\"],\"properties\":{\"name\":{\"type\":"
-		"\"string\"},\"expires_in\":{\"type\":\"integer\",\"minimum\":60}},"
-		"\"additionalProperties\":false}";
+	    "{\"type\":\"object\",\"required\":[\"name\"],\"properties\":{\"name\":{\"type\":"
+	    "\"string\"},\"expires_in\":{\"type\":\"integer\",\"minimum\":60}},"
+	    "\"additionalProperties\":false}";
 	const struct sp_route routes[] = {
 		{ "POST", "/v1/auth/login", SP_ACCESS_PUBLIC, login,
 		  "Log in with e-mail and password; returns a session token", login_schema, NULL },
 		{ "POST", "/v1/auth/logout", SP_ACCESS_USER, logout, "Revoke the token used", NULL,
 		  NULL },
-		{ "GET", "/v1/me", SP_ACCESS_USER, me, "The caller: user, organisation, roles", NULL,
-		  NULL },
+		{ "GET", "/v1/me", SP_ACCESS_USER, me, "The caller: user, organisation, roles",
+		  NULL, NULL },
 		{ "POST", "/v1/tokens", SP_ACCESS_USER, tokens_create,
 		  "Create an API token (shown once)", token_schema, NULL },
 		{ "GET", "/v1/tokens", SP_ACCESS_USER, tokens_list,

@@ -73,7 +73,7 @@ static void open_plugin(struct sp_plugins *ps, const char *dir, const char *name
 	for (size_t i = 0; i + 1 < ps->count; i++) {
 		if (strcmp(ps->items[i]->name, name) == 0) {
 			snprintf(why, sizeof(why), "a plugin named '%s' is already loaded from %s",
-				 name, ps->items[i]->path);
+			         name, ps->items[i]->path);
 			goto reject;
 		}
 	}
@@ -100,9 +100,9 @@ static void open_plugin(struct sp_plugins *ps, const char *dir, const char *name
 	}
 	if (d->abi_major != SP_ABI_MAJOR || d->abi_minor > SP_ABI_MINOR) {
 		snprintf(why, sizeof(why),
-			 "built for plugin ABI %u.%u, this core provides %u.%u (major must match, "
-			 "minor must not be newer): rebuild it against this spearhead-plugin",
-			 d->abi_major, d->abi_minor, SP_ABI_MAJOR, SP_ABI_MINOR);
+		         "built for plugin ABI %u.%u, this core provides %u.%u (major must match, "
+		         "minor must not be newer): rebuild it against this spearhead-plugin",
+		         d->abi_major, d->abi_minor, SP_ABI_MAJOR, SP_ABI_MINOR);
 		goto reject;
 	}
 	if (d->size < offsetof(struct sp_plugin_desc, reserved)) {
@@ -111,7 +111,7 @@ static void open_plugin(struct sp_plugins *ps, const char *dir, const char *name
 	}
 	if (!d->name || strcmp(d->name, name) != 0) {
 		snprintf(why, sizeof(why), "descriptor name '%s' does not match the file name",
-			 d->name ? d->name : "(null)");
+		         d->name ? d->name : "(null)");
 		goto reject;
 	}
 	if (!d->init) {
@@ -200,7 +200,7 @@ int sp_plugins_reload_file_settings(struct sp_plugins *ps, const struct sp_confi
 	{
 		if (!sp_plugins_find(ps, section)) {
 			sp_warn("[plugin.%s] in the configuration, but no such plugin is loaded",
-				section);
+			        section);
 		}
 	}
 	/* Settings from the config file, typed by each plugin's schema. On an error the
@@ -220,7 +220,7 @@ int sp_plugins_reload_file_settings(struct sp_plugins *ps, const struct sp_confi
 		if (!typed) {
 			char *text = json_dumps(errors, JSON_COMPACT);
 			sp_error("plugin %s: invalid settings in [plugin.%s]: %s", p->name, p->name,
-				 text ? text : "");
+			         text ? text : "");
 			free(text);
 			json_decref(errors);
 			bad++;
@@ -244,14 +244,16 @@ struct sp_plugins *sp_plugins_discover(const struct sp_config *cfg)
 		char abs[PATH_MAX];
 		bool have_dir = realpath(cfg->plugin_dir, abs) != NULL;
 		char *list = sp_strdup(load), *save = NULL;
-		for (char *tok = strtok_r(list, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+		for (char *tok = strtok_r(list, ", ", &save); tok;
+		     tok = strtok_r(NULL, ", ", &save)) {
 			if (!sp_is_ident(tok)) {
-				sp_error("plugins.load: '%s' is not a plugin name ([a-z0-9_]+)", tok);
+				sp_error("plugins.load: '%s' is not a plugin name ([a-z0-9_]+)",
+				         tok);
 				continue;
 			}
 			if (!have_dir) {
 				sp_error("plugin %s: plugin directory %s does not exist", tok,
-					 cfg->plugin_dir);
+				         cfg->plugin_dir);
 				continue;
 			}
 			open_plugin(ps, abs, tok);
@@ -271,12 +273,11 @@ struct sp_plugins *sp_plugins_discover(const struct sp_config *cfg)
 			struct sp_plugin *p = ps->items[i];
 			json_t *raw = json_object_get(cfg->plugin_settings, p->name);
 			json_t *errors = NULL;
-			json_t *typed = p->desc && raw ? sp_plugin_settings_check(p, raw, true,
-										  &errors)
-						       : NULL;
+			json_t *typed =
+			    p->desc && raw ? sp_plugin_settings_check(p, raw, true, &errors) : NULL;
 			if (p->desc && raw && !typed)
 				set_error(p, SP_PLUGIN_FAILED,
-					  "invalid settings in the configuration file");
+				          "invalid settings in the configuration file");
 			json_decref(typed);
 			json_decref(errors);
 		}
@@ -357,7 +358,7 @@ static const char *check_value(const struct sp_setting *s, json_t *v, char *buf,
 		if (!json_is_integer(v))
 			return "must be an integer";
 		if (bounded && ((double)json_integer_value(v) < s->min ||
-				(double)json_integer_value(v) > s->max)) {
+		                (double)json_integer_value(v) > s->max)) {
 			snprintf(buf, len, "must be between %g and %g", s->min, s->max);
 			return buf;
 		}
@@ -374,7 +375,7 @@ static const char *check_value(const struct sp_setting *s, json_t *v, char *buf,
 		if (!json_is_string(v))
 			return "must be a string";
 		if (bounded && ((double)utf8_chars(json_string_value(v)) < s->min ||
-				(double)utf8_chars(json_string_value(v)) > s->max)) {
+		                (double)utf8_chars(json_string_value(v)) > s->max)) {
 			snprintf(buf, len, "length must be between %g and %g", s->min, s->max);
 			return buf;
 		}
@@ -383,8 +384,8 @@ static const char *check_value(const struct sp_setting *s, json_t *v, char *buf,
 	return "unsupported type";
 }
 
-json_t *sp_plugin_settings_check(const struct sp_plugin *p, const json_t *input,
-				 bool from_strings, json_t **errors)
+json_t *sp_plugin_settings_check(const struct sp_plugin *p, const json_t *input, bool from_strings,
+                                 json_t **errors)
 {
 	*errors = json_object();
 	if (!json_is_object(input)) {
@@ -402,8 +403,8 @@ json_t *sp_plugin_settings_check(const struct sp_plugin *p, const json_t *input,
 			continue;
 		}
 		json_t *typed = from_strings && json_is_string(v)
-					? from_string(s, json_string_value(v))
-					: json_incref(v);
+		                    ? from_string(s, json_string_value(v))
+		                    : json_incref(v);
 		char buf[128];
 		const char *msg = typed ? check_value(s, typed, buf, sizeof(buf)) : NULL;
 		if (!typed) {
@@ -432,24 +433,24 @@ json_t *sp_plugin_settings_schema(const struct sp_plugin *p)
 	if (p->desc && p->desc->settings) {
 		for (const struct sp_setting *s = p->desc->settings; s->name; s++) {
 			json_t *prop = json_pack("{s:s, s:s}", "type", type_name(s->type),
-						 "description", s->help ? s->help : "");
-			json_t *def = s->default_json ? json_loads(s->default_json,
-								   JSON_DECODE_ANY, NULL)
-						      : NULL;
+			                         "description", s->help ? s->help : "");
+			json_t *def = s->default_json
+			                  ? json_loads(s->default_json, JSON_DECODE_ANY, NULL)
+			                  : NULL;
 			if (def)
 				json_object_set_new(prop, "default", def);
 			if (s->min != 0 || s->max != 0) {
 				bool str = s->type == SP_SETTING_STRING;
 				json_object_set_new(prop, str ? "minLength" : "minimum",
-						    json_real(s->min));
+				                    json_real(s->min));
 				json_object_set_new(prop, str ? "maxLength" : "maximum",
-						    json_real(s->max));
+				                    json_real(s->max));
 			}
 			json_object_set_new(props, s->name, prop);
 		}
 	}
 	return json_pack("{s:s, s:o, s:b}", "type", "object", "properties", props,
-			 "additionalProperties", 0);
+	                 "additionalProperties", 0);
 }
 
 int sp_plugin_apply_settings(struct sp_plugin *p, const json_t *stored)
@@ -459,9 +460,9 @@ int sp_plugin_apply_settings(struct sp_plugin *p, const json_t *stored)
 	json_t *eff = json_object();
 	if (p->desc->settings) {
 		for (const struct sp_setting *s = p->desc->settings; s->name; s++) {
-			json_t *def = s->default_json ? json_loads(s->default_json,
-								   JSON_DECODE_ANY, NULL)
-						      : NULL;
+			json_t *def = s->default_json
+			                  ? json_loads(s->default_json, JSON_DECODE_ANY, NULL)
+			                  : NULL;
 			json_object_set_new(eff, s->name, def ? def : json_null());
 		}
 	}
@@ -481,7 +482,7 @@ int sp_plugin_apply_settings(struct sp_plugin *p, const json_t *stored)
 		sp_log_set_context(NULL, NULL);
 		if (rc < 0) {
 			sp_warn("plugin %s refused the new settings; keeping the previous ones",
-				p->name);
+			        p->name);
 			p->settings = old;
 			json_decref(eff);
 			return -1;
@@ -595,7 +596,7 @@ int sp_plugins_count(const struct sp_plugins *ps, bool running)
 	for (size_t i = 0; ps && i < ps->count; i++) {
 		enum sp_plugin_status st = ps->items[i]->status;
 		if (running ? st == SP_PLUGIN_RUNNING
-			    : (st == SP_PLUGIN_FAILED || st == SP_PLUGIN_REJECTED))
+		            : (st == SP_PLUGIN_FAILED || st == SP_PLUGIN_REJECTED))
 			n++;
 	}
 	return n;
@@ -644,11 +645,10 @@ json_t *sp_plugin_info(const struct sp_plugin *p, const struct sp_core *core)
 		char abi[16];
 		snprintf(abi, sizeof(abi), "%u.%u", p->desc->abi_major, p->desc->abi_minor);
 		json_object_set_new(o, "version",
-				    json_string(p->desc->version ? p->desc->version : ""));
+		                    json_string(p->desc->version ? p->desc->version : ""));
 		json_object_set_new(o, "abi", json_string(abi));
-		json_object_set_new(o, "description", json_string(p->desc->description
-									  ? p->desc->description
-									  : ""));
+		json_object_set_new(o, "description",
+		                    json_string(p->desc->description ? p->desc->description : ""));
 	}
 	if (p->error)
 		json_object_set_new(o, "error", json_string(p->error));
@@ -658,8 +658,8 @@ json_t *sp_plugin_info(const struct sp_plugin *p, const struct sp_core *core)
 			const struct sp_route_entry *e = sp_router_at(core->router, i);
 			if (e->owner == p)
 				json_array_append_new(routes, json_pack("{s:s, s:s}", "method",
-									e->route.method, "path",
-									e->route.pattern));
+				                                        e->route.method, "path",
+				                                        e->route.pattern));
 		}
 	}
 	json_object_set_new(o, "routes", routes);

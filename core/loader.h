@@ -48,8 +48,8 @@ json_t *sp_plugin_settings_schema(const struct sp_plugin *p);
 /* Validates input (borrowed; values typed, or strings from a config file when
  * from_strings) against the schema. Returns a new object with only the given keys,
  * or NULL with errors (new object field → message) in *errors. */
-json_t *sp_plugin_settings_check(const struct sp_plugin *p, const json_t *input,
-				 bool from_strings, json_t **errors);
+json_t *sp_plugin_settings_check(const struct sp_plugin *p, const json_t *input, bool from_strings,
+                                 json_t **errors);
 /* Effective settings: defaults ← config file ← stored (borrowed, may be NULL). Applies
  * them, calling reload when the plugin runs. Returns 0 or -1 (logged). */
 int sp_plugin_apply_settings(struct sp_plugin *p, const json_t *stored);

@@ -147,7 +147,7 @@ void sp_log(enum sp_log_level level, const char *fmt, ...)
 }
 
 void sp_log_access(const char *method, const char *path, int status, double ms, const char *rid,
-		   const char *peer)
+                   const char *peer)
 {
 	if (SP_LOG_INFO > current_level)
 		return;
@@ -156,6 +156,6 @@ void sp_log_access(const char *method, const char *path, int status, double ms, 
 	pos = put_fmt(buf, pos, sizeof(buf), " msg=request method=%s path=", method);
 	pos = put_quoted(buf, pos, sizeof(buf), path);
 	pos = put_fmt(buf, pos, sizeof(buf), " status=%d duration_ms=%.3f rid=%s peer=%s", status,
-		      ms, rid ? rid : "-", peer ? peer : "-");
+	              ms, rid ? rid : "-", peer ? peer : "-");
 	emit(buf, pos, sizeof(buf));
 }

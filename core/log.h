@@ -22,11 +22,11 @@ void sp_log(enum sp_log_level level, const char *fmt, ...) SP_PRINTF(2, 3);
 void sp_logv(enum sp_log_level level, const char *plugin, const char *fmt, va_list ap);
 /* One access line: method, path, status, duration, request id. */
 void sp_log_access(const char *method, const char *path, int status, double ms, const char *rid,
-		   const char *peer);
+                   const char *peer);
 
 #define sp_error(...) sp_log(SP_LOG_ERROR, __VA_ARGS__)
-#define sp_warn(...) sp_log(SP_LOG_WARN, __VA_ARGS__)
-#define sp_info(...) sp_log(SP_LOG_INFO, __VA_ARGS__)
+#define sp_warn(...)  sp_log(SP_LOG_WARN, __VA_ARGS__)
+#define sp_info(...)  sp_log(SP_LOG_INFO, __VA_ARGS__)
 #define sp_debug(...) sp_log(SP_LOG_DEBUG, __VA_ARGS__)
 
 #endif

@@ -52,7 +52,7 @@ void sp_cli_common_free(struct sp_cli_common *c)
 }
 
 int sp_cli_parse_common(int argc, char **argv, const struct sp_cli_flag *extra,
-			struct sp_cli_common *out, void (*usage)(FILE *))
+                        struct sp_cli_common *out, void (*usage)(FILE *))
 {
 	static const struct sp_cli_flag common[] = {
 		{ "--database", "database_url" },
@@ -111,8 +111,8 @@ int sp_cli_parse_common(int argc, char **argv, const struct sp_cli_flag *extra,
 	return -1;
 }
 
-struct sp_config *sp_cli_load_config(const char *path, const struct sp_cli_overrides *o,
-				     char *err, size_t errlen)
+struct sp_config *sp_cli_load_config(const char *path, const struct sp_cli_overrides *o, char *err,
+                                     size_t errlen)
 {
 	struct sp_config *cfg = sp_config_load(path && *path ? path : NULL, err, errlen);
 	if (!cfg)
@@ -137,10 +137,10 @@ struct sp_config *sp_cli_load_config(const char *path, const struct sp_cli_overr
 static void migrate_usage(FILE *out)
 {
 	fprintf(out, "Usage: spearhead migrate [--config FILE] [--database URL | --state-dir DIR]\n"
-		     "\n"
-		     "Applies pending schema migrations of the core and of every plugin that is\n"
-		     "configured, each once, in order, inside a transaction. Migrations recorded\n"
-		     "as failed are retried. Safe to run while servers are running.\n");
+	             "\n"
+	             "Applies pending schema migrations of the core and of every plugin that is\n"
+	             "configured, each once, in order, inside a transaction. Migrations recorded\n"
+	             "as failed are retried. Safe to run while servers are running.\n");
 }
 
 static int cmd_migrate(int argc, char **argv)
@@ -190,11 +190,12 @@ static int cmd_migrate(int argc, char **argv)
 
 static void check_usage(FILE *out)
 {
-	fprintf(out, "Usage: spearhead check-config [--config FILE] [--defaults] [other serve flags]\n"
-		     "\n"
-		     "Validates the configuration (file, SPEARHEAD_* environment, flags) and the\n"
-		     "settings given to each plugin, then prints the effective values.\n"
-		     "--defaults prints a complete, commented configuration file instead.\n");
+	fprintf(out,
+	        "Usage: spearhead check-config [--config FILE] [--defaults] [other serve flags]\n"
+	        "\n"
+	        "Validates the configuration (file, SPEARHEAD_* environment, flags) and the\n"
+	        "settings given to each plugin, then prints the effective values.\n"
+	        "--defaults prints a complete, commented configuration file instead.\n");
 }
 
 static int cmd_check_config(int argc, char **argv)
@@ -233,7 +234,7 @@ static int cmd_check_config(int argc, char **argv)
 	sp_config_free(cfg);
 	if (bad) {
 		fprintf(stderr, "configuration OK, but %d plugin(s) cannot be loaded (see above)\n",
-			bad);
+		        bad);
 		return 1;
 	}
 	fprintf(stderr, "configuration OK\n");
@@ -245,10 +246,10 @@ static int cmd_check_config(int argc, char **argv)
 static void plugins_usage(FILE *out)
 {
 	fprintf(out, "Usage: spearhead plugins [--config FILE] [--json]\n"
-		     "\n"
-		     "Lists the plugins the configuration loads, with version, ABI, status and\n"
-		     "the reason when one cannot be loaded (the same data as GET /v1/plugins,\n"
-		     "without routes: those exist once a server initialises the plugins).\n");
+	             "\n"
+	             "Lists the plugins the configuration loads, with version, ABI, status and\n"
+	             "the reason when one cannot be loaded (the same data as GET /v1/plugins,\n"
+	             "without routes: those exist once a server initialises the plugins).\n");
 }
 
 static int cmd_plugins(int argc, char **argv)
@@ -318,21 +319,21 @@ static int cmd_plugins(int argc, char **argv)
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"Spearhead %s — platform core for innovation clusters.\n"
-		"\n"
-		"Usage: spearhead COMMAND [OPTIONS]\n"
-		"\n"
-		"Commands:\n"
-		"  serve          run the HTTP/JSON server (embedded PostgreSQL by default)\n"
-		"  migrate        apply pending database migrations\n"
-		"  check-config   validate the configuration and print the effective values\n"
-		"  plugins        list the plugins that would be loaded and their status\n"
-		"  user add       create a user (e.g. the first admin)\n"
-		"  token create   create an API token for a user (printed once)\n"
-		"\n"
-		"Every command takes --help. Database commands take --config FILE,\n"
-		"--database URL and --state-dir DIR. `spearhead --version` prints the version.\n",
-		PACKAGE_VERSION);
+	        "Spearhead %s — platform core for innovation clusters.\n"
+	        "\n"
+	        "Usage: spearhead COMMAND [OPTIONS]\n"
+	        "\n"
+	        "Commands:\n"
+	        "  serve          run the HTTP/JSON server (embedded PostgreSQL by default)\n"
+	        "  migrate        apply pending database migrations\n"
+	        "  check-config   validate the configuration and print the effective values\n"
+	        "  plugins        list the plugins that would be loaded and their status\n"
+	        "  user add       create a user (e.g. the first admin)\n"
+	        "  token create   create an API token for a user (printed once)\n"
+	        "\n"
+	        "Every command takes --help. Database commands take --config FILE,\n"
+	        "--database URL and --state-dir DIR. `spearhead --version` prints the version.\n",
+	        PACKAGE_VERSION);
 }
 
 int main(int argc, char **argv)

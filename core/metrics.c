@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const double bucket_bounds[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-					0.1,   0.25,   0.5,   1,    2.5,   5,    10 };
+static const double bucket_bounds[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+	                                0.25,  0.5,    1,     2.5,  5,     10 };
 #define NBUCKETS (SP_ARRAY_LEN(bucket_bounds))
 
 struct sp_metric {
@@ -60,7 +60,7 @@ void sp_metrics_free(struct sp_metrics *m)
 }
 
 void sp_metrics_observe_request(struct sp_metrics *m, const char *method, const char *route,
-				int status, double seconds)
+                                int status, double seconds)
 {
 	char key[512];
 	snprintf(key, sizeof(key), "%s\t%s\t%d", method, route, status);
@@ -77,8 +77,8 @@ void sp_metrics_observe_request(struct sp_metrics *m, const char *method, const 
 }
 
 struct sp_metric *sp_metrics_register(struct sp_metrics *m, struct sp_plugin *owner,
-				      const char *plugin_name, const char *name, const char *help,
-				      bool gauge)
+                                      const char *plugin_name, const char *name, const char *help,
+                                      bool gauge)
 {
 	if (!sp_is_ident(name))
 		return NULL;
@@ -139,7 +139,7 @@ static void put_label(struct evbuffer *out, const char *s)
 void sp_metrics_render(struct sp_metrics *m, struct sp_core *core, struct evbuffer *out)
 {
 	evbuffer_add_printf(out, "# HELP spearhead_http_requests_total HTTP requests answered.\n"
-				 "# TYPE spearhead_http_requests_total counter\n");
+	                         "# TYPE spearhead_http_requests_total counter\n");
 	const char *key;
 	json_t *v;
 	json_object_foreach(m->requests, key, v)
@@ -152,60 +152,62 @@ void sp_metrics_render(struct sp_metrics *m, struct sp_core *core, struct evbuff
 			continue;
 		*route++ = '\0';
 		*status++ = '\0';
-		evbuffer_add_printf(out, "spearhead_http_requests_total{method=\"%s\",route=\"", buf);
+		evbuffer_add_printf(out, "spearhead_http_requests_total{method=\"%s\",route=\"",
+		                    buf);
 		put_label(out, route);
 		evbuffer_add_printf(out, "\",status=\"%s\"} %lld\n", status,
-				    (long long)json_integer_value(v));
+		                    (long long)json_integer_value(v));
 	}
-	evbuffer_add_printf(out,
-			    "# HELP spearhead_http_request_duration_seconds Time to answer.\n"
-			    "# TYPE spearhead_http_request_duration_seconds histogram\n");
+	evbuffer_add_printf(out, "# HELP spearhead_http_request_duration_seconds Time to answer.\n"
+	                         "# TYPE spearhead_http_request_duration_seconds histogram\n");
 	for (size_t i = 0; i < NBUCKETS; i++)
-		evbuffer_add_printf(out,
-				    "spearhead_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
-				    bucket_bounds[i], m->buckets[i]);
+		evbuffer_add_printf(
+		    out, "spearhead_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+		    bucket_bounds[i], m->buckets[i]);
 	evbuffer_add_printf(out,
-			    "spearhead_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
-			    "spearhead_http_request_duration_seconds_sum %.6f\n"
-			    "spearhead_http_request_duration_seconds_count %llu\n",
-			    m->count, m->sum, m->count);
+	                    "spearhead_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
+	                    "spearhead_http_request_duration_seconds_sum %.6f\n"
+	                    "spearhead_http_request_duration_seconds_count %llu\n",
+	                    m->count, m->sum, m->count);
 	if (core->db) {
 		struct sp_db_stats st;
 		sp_db_get_stats(core->db, &st);
 		evbuffer_add_printf(
-			out,
-			"# HELP spearhead_db_pool_connections Database pool connections by state.\n"
-			"# TYPE spearhead_db_pool_connections gauge\n"
-			"spearhead_db_pool_connections{state=\"size\"} %d\n"
-			"spearhead_db_pool_connections{state=\"connected\"} %d\n"
-			"spearhead_db_pool_connections{state=\"busy\"} %d\n"
-			"# HELP spearhead_db_queue_length Queries waiting for a connection.\n"
-			"# TYPE spearhead_db_queue_length gauge\n"
-			"spearhead_db_queue_length %d\n"
-			"# HELP spearhead_db_queries_total Queries run.\n"
-			"# TYPE spearhead_db_queries_total counter\n"
-			"spearhead_db_queries_total %llu\n"
-			"# HELP spearhead_db_errors_total Queries that failed.\n"
-			"# TYPE spearhead_db_errors_total counter\n"
-			"spearhead_db_errors_total %llu\n",
-			st.size, st.connected, st.busy, st.queued, st.queries, st.errors);
+		    out,
+		    "# HELP spearhead_db_pool_connections Database pool connections by state.\n"
+		    "# TYPE spearhead_db_pool_connections gauge\n"
+		    "spearhead_db_pool_connections{state=\"size\"} %d\n"
+		    "spearhead_db_pool_connections{state=\"connected\"} %d\n"
+		    "spearhead_db_pool_connections{state=\"busy\"} %d\n"
+		    "# HELP spearhead_db_queue_length Queries waiting for a connection.\n"
+		    "# TYPE spearhead_db_queue_length gauge\n"
+		    "spearhead_db_queue_length %d\n"
+		    "# HELP spearhead_db_queries_total Queries run.\n"
+		    "# TYPE spearhead_db_queries_total counter\n"
+		    "spearhead_db_queries_total %llu\n"
+		    "# HELP spearhead_db_errors_total Queries that failed.\n"
+		    "# TYPE spearhead_db_errors_total counter\n"
+		    "spearhead_db_errors_total %llu\n",
+		    st.size, st.connected, st.busy, st.queued, st.queries, st.errors);
 	}
 	evbuffer_add_printf(out,
-			    "# HELP spearhead_plugins Plugins by status.\n"
-			    "# TYPE spearhead_plugins gauge\n"
-			    "spearhead_plugins{status=\"running\"} %d\n"
-			    "spearhead_plugins{status=\"failed\"} %d\n",
-			    sp_plugins_count(core->plugins, true), sp_plugins_count(core->plugins, false));
+	                    "# HELP spearhead_plugins Plugins by status.\n"
+	                    "# TYPE spearhead_plugins gauge\n"
+	                    "spearhead_plugins{status=\"running\"} %d\n"
+	                    "spearhead_plugins{status=\"failed\"} %d\n",
+	                    sp_plugins_count(core->plugins, true),
+	                    sp_plugins_count(core->plugins, false));
 	if (core->server)
 		evbuffer_add_printf(out,
-				    "# HELP spearhead_http_connections Open client connections.\n"
-				    "# TYPE spearhead_http_connections gauge\n"
-				    "spearhead_http_connections %d\n"
-				    "# HELP spearhead_http_inflight Requests being handled.\n"
-				    "# TYPE spearhead_http_inflight gauge\n"
-				    "spearhead_http_inflight %d\n",
-				    sp_server_connections(core->server), sp_server_inflight(core->server));
+		                    "# HELP spearhead_http_connections Open client connections.\n"
+		                    "# TYPE spearhead_http_connections gauge\n"
+		                    "spearhead_http_connections %d\n"
+		                    "# HELP spearhead_http_inflight Requests being handled.\n"
+		                    "# TYPE spearhead_http_inflight gauge\n"
+		                    "spearhead_http_inflight %d\n",
+		                    sp_server_connections(core->server),
+		                    sp_server_inflight(core->server));
 	for (struct sp_metric *x = m->plugin_metrics; x; x = x->next)
 		evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", x->name, x->help,
-				    x->name, x->gauge ? "gauge" : "counter", x->name, x->value);
+		                    x->name, x->gauge ? "gauge" : "counter", x->name, x->value);
 }

@@ -13,12 +13,12 @@ void sp_metrics_free(struct sp_metrics *m);
 /* route is the pattern ("/v1/events/{id}") or "unmatched", never the raw path, so
  * the label set stays bounded. */
 void sp_metrics_observe_request(struct sp_metrics *m, const char *method, const char *route,
-				int status, double seconds);
+                                int status, double seconds);
 /* A plugin metric; name is [a-z0-9_]+. Owned by the registry; freed with it or with
  * sp_metrics_remove_owner. */
 struct sp_metric *sp_metrics_register(struct sp_metrics *m, struct sp_plugin *owner,
-				      const char *plugin_name, const char *name, const char *help,
-				      bool gauge);
+                                      const char *plugin_name, const char *name, const char *help,
+                                      bool gauge);
 void sp_metrics_remove_owner(struct sp_metrics *m, struct sp_plugin *owner);
 void sp_metric_add(struct sp_metric *metric, double delta);
 void sp_metric_set(struct sp_metric *metric, double value);

@@ -13,14 +13,14 @@
 #define MIGRATION_LOCK_KEY "7350010001" /* arbitrary, constant: "sp" migrations */
 
 static const char create_table_sql[] =
-	"CREATE TABLE IF NOT EXISTS sp_schema_migrations ("
-	" component text NOT NULL,"
-	" name text NOT NULL,"
-	" checksum text NOT NULL,"
-	" status text NOT NULL CHECK (status IN ('applied', 'failed')),"
-	" error text,"
-	" applied_at timestamptz NOT NULL DEFAULT now(),"
-	" PRIMARY KEY (component, name))";
+    "CREATE TABLE IF NOT EXISTS sp_schema_migrations ("
+    " component text NOT NULL,"
+    " name text NOT NULL,"
+    " checksum text NOT NULL,"
+    " status text NOT NULL CHECK (status IN ('applied', 'failed')),"
+    " error text,"
+    " applied_at timestamptz NOT NULL DEFAULT now(),"
+    " PRIMARY KEY (component, name))";
 
 void sp_migrate_checksum(const char *sql, char *hex)
 {
@@ -38,8 +38,8 @@ int sp_migrate_check_order(const struct sp_migration *list, char *err, size_t er
 		}
 		if (i > 0 && strcmp(list[i - 1].name, list[i].name) >= 0) {
 			snprintf(err, errlen,
-				 "migrations out of order or duplicated: '%s' comes after '%s'",
-				 list[i].name, list[i - 1].name);
+			         "migrations out of order or duplicated: '%s' comes after '%s'",
+			         list[i].name, list[i - 1].name);
 			return -1;
 		}
 	}
@@ -89,21 +89,21 @@ void sp_migrate_end(PGconn *conn)
 }
 
 static void record_failure(PGconn *conn, const char *component, const char *name,
-			   const char *checksum, const char *error)
+                           const char *checksum, const char *error)
 {
 	const char *params[] = { component, name, checksum, error };
 	PGresult *r = PQexecParams(conn,
-				   "INSERT INTO sp_schema_migrations (component, name, checksum, "
-				   "status, error) VALUES ($1, $2, $3, 'failed', $4) "
-				   "ON CONFLICT (component, name) DO UPDATE SET status = 'failed', "
-				   "error = EXCLUDED.error, checksum = EXCLUDED.checksum, "
-				   "applied_at = now()",
-				   4, NULL, params, NULL, NULL, 0);
+	                           "INSERT INTO sp_schema_migrations (component, name, checksum, "
+	                           "status, error) VALUES ($1, $2, $3, 'failed', $4) "
+	                           "ON CONFLICT (component, name) DO UPDATE SET status = 'failed', "
+	                           "error = EXCLUDED.error, checksum = EXCLUDED.checksum, "
+	                           "applied_at = now()",
+	                           4, NULL, params, NULL, NULL, 0);
 	PQclear(r);
 }
 
 int sp_migrate_component(PGconn *conn, const char *component, const struct sp_migration *list,
-			 bool retry_failed, char *err, size_t errlen)
+                         bool retry_failed, char *err, size_t errlen)
 {
 	if (sp_migrate_check_order(list, err, errlen) < 0)
 		return -1;
@@ -113,10 +113,11 @@ int sp_migrate_component(PGconn *conn, const char *component, const struct sp_mi
 		char sum[65];
 		sp_migrate_checksum(m->sql, sum);
 		const char *params[] = { component, m->name };
-		PGresult *r = PQexecParams(conn,
-					   "SELECT checksum, status, coalesce(error, '') FROM "
-					   "sp_schema_migrations WHERE component = $1 AND name = $2",
-					   2, NULL, params, NULL, NULL, 0);
+		PGresult *r =
+		    PQexecParams(conn,
+		                 "SELECT checksum, status, coalesce(error, '') FROM "
+		                 "sp_schema_migrations WHERE component = $1 AND name = $2",
+		                 2, NULL, params, NULL, NULL, 0);
 		if (PQresultStatus(r) != PGRES_TUPLES_OK) {
 			snprintf(err, errlen, "reading migrations: %s", PQerrorMessage(conn));
 			PQclear(r);
@@ -126,18 +127,18 @@ int sp_migrate_component(PGconn *conn, const char *component, const struct sp_mi
 			bool failed = strcmp(PQgetvalue(r, 0, 1), "failed") == 0;
 			if (!failed && strcmp(PQgetvalue(r, 0, 0), sum) != 0) {
 				snprintf(err, errlen,
-					 "migration %s/%s was changed after it was applied "
-					 "(checksum %.12s… in the database, %.12s… now); add a new "
-					 "migration instead of editing an applied one",
-					 component, m->name, PQgetvalue(r, 0, 0), sum);
+				         "migration %s/%s was changed after it was applied "
+				         "(checksum %.12s… in the database, %.12s… now); add a new "
+				         "migration instead of editing an applied one",
+				         component, m->name, PQgetvalue(r, 0, 0), sum);
 				PQclear(r);
 				return -1;
 			}
 			if (failed && !retry_failed) {
 				snprintf(err, errlen,
-					 "migration %s/%s failed earlier (%s); fix the cause and "
-					 "run `spearhead migrate`",
-					 component, m->name, PQgetvalue(r, 0, 2));
+				         "migration %s/%s failed earlier (%s); fix the cause and "
+				         "run `spearhead migrate`",
+				         component, m->name, PQgetvalue(r, 0, 2));
 				PQclear(r);
 				return -1;
 			}
@@ -156,22 +157,23 @@ int sp_migrate_component(PGconn *conn, const char *component, const struct sp_mi
 			inner[strcspn(inner, "\n")] = '\0';
 			record_failure(conn, component, m->name, sum, inner);
 			snprintf(err, errlen, "migration %s/%s failed: %s", component, m->name,
-				 inner);
+			         inner);
 			return -1;
 		}
 		const char *ins[] = { component, m->name, sum };
-		r = PQexecParams(conn,
-				 "INSERT INTO sp_schema_migrations (component, name, checksum, status) "
-				 "VALUES ($1, $2, $3, 'applied') ON CONFLICT (component, name) DO "
-				 "UPDATE SET status = 'applied', error = NULL, checksum = "
-				 "EXCLUDED.checksum, applied_at = now()",
-				 3, NULL, ins, NULL, NULL, 0);
+		r = PQexecParams(
+		    conn,
+		    "INSERT INTO sp_schema_migrations (component, name, checksum, status) "
+		    "VALUES ($1, $2, $3, 'applied') ON CONFLICT (component, name) DO "
+		    "UPDATE SET status = 'applied', error = NULL, checksum = "
+		    "EXCLUDED.checksum, applied_at = now()",
+		    3, NULL, ins, NULL, NULL, 0);
 		bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
 		PQclear(r);
 		if (!ok || exec_ok(conn, "COMMIT", inner, sizeof(inner)) < 0) {
 			PQclear(PQexec(conn, "ROLLBACK"));
 			snprintf(err, errlen, "recording migration %s/%s failed: %s", component,
-				 m->name, PQerrorMessage(conn));
+			         m->name, PQerrorMessage(conn));
 			return -1;
 		}
 		applied++;

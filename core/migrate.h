@@ -16,7 +16,7 @@ void sp_migrate_end(PGconn *conn);
  * failed is retried only when retry_failed (the `migrate` command); otherwise it is an
  * error. Returns the number applied, or -1 with err. */
 int sp_migrate_component(PGconn *conn, const char *component, const struct sp_migration *list,
-			 bool retry_failed, char *err, size_t errlen);
+                         bool retry_failed, char *err, size_t errlen);
 /* Names unique and strictly increasing (so file order = apply order); 0 or -1. */
 int sp_migrate_check_order(const struct sp_migration *list, char *err, size_t errlen);
 /* SHA-256 of sql as 64 hex characters into hex (>= 65 bytes). */

@@ -9,21 +9,21 @@
 static json_t *problem_response(const char *description)
 {
 	return json_pack("{s:s, s:{s:{s:{s:s}}}}", "description", description, "content",
-			 "application/problem+json", "schema", "$ref",
-			 "#/components/schemas/Problem");
+	                 "application/problem+json", "schema", "$ref",
+	                 "#/components/schemas/Problem");
 }
 
 static json_t *components(void)
 {
 	json_t *problem = json_pack(
-		"{s:s, s:[s,s,s], s:{s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s}, "
-		"s:{s:s, s:{s:s}}}}",
-		"type", "object", "required", "type", "title", "status", "properties", "type",
-		"type", "string", "title", "type", "string", "status", "type", "integer", "detail",
-		"type", "string", "instance", "type", "string", "request_id", "type", "string",
-		"errors", "type", "object", "additionalProperties", "type", "string");
+	    "{s:s, s:[s,s,s], s:{s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s}, "
+	    "s:{s:s, s:{s:s}}}}",
+	    "type", "object", "required", "type", "title", "status", "properties", "type", "type",
+	    "string", "title", "type", "string", "status", "type", "integer", "detail", "type",
+	    "string", "instance", "type", "string", "request_id", "type", "string", "errors",
+	    "type", "object", "additionalProperties", "type", "string");
 	return json_pack("{s:{s:o}, s:{s:{s:s, s:s}}}", "schemas", "Problem", problem,
-			 "securitySchemes", "bearer", "type", "http", "scheme", "bearer");
+	                 "securitySchemes", "bearer", "type", "http", "scheme", "bearer");
 }
 
 /* "/v1/events/{id}" + "get" → "get_v1_events_id" */
@@ -71,9 +71,9 @@ json_t *sp_openapi_document(const struct sp_router *router, const char *version)
 				char name[64];
 				snprintf(name, sizeof(name), "%.*s", (int)strlen(seg) - 2, seg + 1);
 				json_array_append_new(params,
-						      json_pack("{s:s, s:s, s:b, s:{s:s}}", "name",
-								name, "in", "path", "required", 1,
-								"schema", "type", "string"));
+				                      json_pack("{s:s, s:s, s:b, s:{s:s}}", "name",
+				                                name, "in", "path", "required", 1,
+				                                "schema", "type", "string"));
 			}
 			if (json_array_size(params))
 				json_object_set_new(item, "parameters", params);
@@ -90,26 +90,27 @@ json_t *sp_openapi_document(const struct sp_router *router, const char *version)
 		json_t *ok = json_pack("{s:s}", "description", "Success");
 		if (r->response_schema)
 			json_object_set_new(ok, "content",
-					    json_pack("{s:{s:o}}", "application/json", "schema",
-						      schema_or_default(r->response_schema)));
+			                    json_pack("{s:{s:o}}", "application/json", "schema",
+			                              schema_or_default(r->response_schema)));
 		json_object_set_new(responses, strcmp(r->method, "POST") == 0 ? "201" : "200", ok);
 		json_object_set_new(responses, "default", problem_response("An error"));
-		json_t *op = json_pack("{s:s, s:s, s:o}", "operationId", opid, "summary",
-				       r->summary ? r->summary : r->pattern, "responses", responses);
+		json_t *op =
+		    json_pack("{s:s, s:s, s:o}", "operationId", opid, "summary",
+		              r->summary ? r->summary : r->pattern, "responses", responses);
 		if (r->request_schema || strcmp(r->method, "POST") == 0 ||
 		    strcmp(r->method, "PUT") == 0 || strcmp(r->method, "PATCH") == 0)
 			json_object_set_new(op, "requestBody",
-					    json_pack("{s:b, s:{s:{s:o}}}", "required",
-						      r->request_schema != NULL, "content",
-						      "application/json", "schema",
-						      schema_or_default(r->request_schema)));
+			                    json_pack("{s:b, s:{s:{s:o}}}", "required",
+			                              r->request_schema != NULL, "content",
+			                              "application/json", "schema",
+			                              schema_or_default(r->request_schema)));
 		if (r->access != SP_ACCESS_PUBLIC)
 			json_object_set_new(op, "security", json_pack("[{s:[]}]", "bearer"));
 		json_object_set_new(op, "tags", json_pack("[s]", e->owner ? "plugins" : "core"));
 		json_object_set_new(item, method, op);
 	}
 	return json_pack("{s:s, s:{s:s, s:s, s:s}, s:o, s:o}", "openapi", "3.1.0", "info", "title",
-			 "Spearhead", "version", version, "description",
-			 "Platform core for innovation clusters: partners, events, calls.",
-			 "paths", paths, "components", components());
+	                 "Spearhead", "version", version, "description",
+	                 "Platform core for innovation clusters: partners, events, calls.", "paths",
+	                 paths, "components", components());
 }

@@ -20,13 +20,15 @@
 
 #include <sodium.h>
 
-static const char *const org_kinds[] = { "sme",		"large_enterprise", "hospital",
-					  "university", "research_centre",  "association",
-					  "public_body", "other",	    NULL };
+static const char *const org_kinds[] = {
+	"sme",         "large_enterprise", "hospital", "university", "research_centre",
+	"association", "public_body",      "other",    NULL
+};
 
-#define ORG_COLUMNS                                                                            \
-	"o.id::text AS id, o.name, o.kind, o.country, o.region, o.website, o.description, "  \
-	SP_SQL_TS("o.created_at") " AS created_at, " SP_SQL_TS("o.updated_at") " AS updated_at"
+#define ORG_COLUMNS                                                                                \
+	"o.id::text AS id, o.name, o.kind, o.country, o.region, o.website, "                       \
+	"o.description, " SP_SQL_TS("o.created_at") " AS created_at, " SP_SQL_TS(                  \
+	    "o.updated_at") " AS updated_at"
 
 /* State carried through one asynchronous request. */
 struct op {
@@ -35,7 +37,7 @@ struct op {
 	char *org_id;
 	int limit;
 	const char *sort_key; /* list_done: the column that leads the keyset ("name") */
-	json_t *extra;	      /* owned, per operation */
+	json_t *extra;        /* owned, per operation */
 };
 
 static struct op *op_new(struct sp_request *req, void *core)
@@ -66,7 +68,7 @@ static bool unavailable(struct op *op, int rc)
 static bool may_manage(const struct sp_principal *p, const char *org_id)
 {
 	return p->is_admin || (p->org_id && strcmp(p->org_id, org_id) == 0 && p->org_role &&
-			       strcmp(p->org_role, "manager") == 0);
+	                       strcmp(p->org_role, "manager") == 0);
 }
 
 static bool is_member_of(const struct sp_principal *p, const char *org_id)
@@ -107,14 +109,14 @@ static void list_done(const struct sp_db_result *res, void *arg)
 		json_array_remove(items, (size_t)op->limit);
 		json_t *last = json_array_get(items, (size_t)op->limit - 1);
 		json_t *pos = json_pack("[O, O]", json_object_get(last, op->sort_key),
-					json_object_get(last, "id"));
+		                        json_object_get(last, "id"));
 		char *cursor = sp_cursor_encode(pos);
 		json_decref(pos);
 		next = json_string(cursor);
 		free(cursor);
 	}
-	sp_request_reply_json(op->req, 200, json_pack("{s:o, s:o}", "items", items, "next_cursor",
-						      next));
+	sp_request_reply_json(op->req, 200,
+	                      json_pack("{s:o, s:o}", "items", items, "next_cursor", next));
 	op_free(op);
 }
 
@@ -150,18 +152,19 @@ static void orgs_list(struct sp_request *req, void *arg)
 		for (const char *const *k = org_kinds; *k; k++)
 			ok |= strcmp(*k, kind) == 0;
 		if (!ok)
-			json_object_set_new(errors, "kind", json_string("unknown organisation kind"));
+			json_object_set_new(errors, "kind",
+			                    json_string("unknown organisation kind"));
 	}
 	if (country && (strlen(country) != 2 || country[0] < 'A' || country[0] > 'Z' ||
-			country[1] < 'A' || country[1] > 'Z'))
+	                country[1] < 'A' || country[1] > 'Z'))
 		json_object_set_new(errors, "country",
-				    json_string("must be an ISO 3166-1 alpha-2 code, e.g. FR"));
+		                    json_string("must be an ISO 3166-1 alpha-2 code, e.g. FR"));
 	if (q && strlen(q) > 200)
 		json_object_set_new(errors, "q", json_string("at most 200 characters"));
 	if (json_object_size(errors)) {
 		json_decref(pos);
 		sp_request_reply_problem(req, 400, "Bad query parameter",
-					 "some query parameters are invalid", errors);
+		                         "some query parameters are invalid", errors);
 		return;
 	}
 	json_decref(errors);
@@ -172,25 +175,25 @@ static void orgs_list(struct sp_request *req, void *arg)
 	snprintf(lim, sizeof(lim), "%d", limit + 1);
 	char *pattern = q ? like_pattern(q) : NULL;
 	const char *params[] = { kind,
-				 country,
-				 topic,
-				 pattern,
-				 pos ? json_string_value(json_array_get(pos, 0)) : NULL,
-				 pos ? json_string_value(json_array_get(pos, 1)) : NULL,
-				 lim };
+		                 country,
+		                 topic,
+		                 pattern,
+		                 pos ? json_string_value(json_array_get(pos, 0)) : NULL,
+		                 pos ? json_string_value(json_array_get(pos, 1)) : NULL,
+		                 lim };
 	/* One static statement; absent filters are NULL parameters. The topic filter
 	 * includes the topic's descendants in the taxonomy. */
 	int rc = sp_db_query_prepared(
-		op->core->db, "sp_orgs_list",
-		"SELECT " ORG_COLUMNS " FROM sp_organizations o WHERE "
-		"($1::text IS NULL OR o.kind = $1) AND ($2::text IS NULL OR o.country = $2) AND "
-		"($3::text IS NULL OR EXISTS (SELECT 1 FROM sp_org_topics ot WHERE ot.org_id = "
-		"o.id AND ot.topic_id IN (WITH RECURSIVE d AS (SELECT id FROM sp_topics WHERE slug "
-		"= $3 UNION ALL SELECT t.id FROM sp_topics t JOIN d ON t.parent_id = d.id) SELECT "
-		"id FROM d))) AND ($4::text IS NULL OR o.name ILIKE $4 OR o.description ILIKE $4) "
-		"AND ($5::text IS NULL OR (o.name, o.id) > ($5, $6::uuid)) "
-		"ORDER BY o.name, o.id LIMIT $7::int",
-		7, params, list_done, op);
+	    op->core->db, "sp_orgs_list",
+	    "SELECT " ORG_COLUMNS " FROM sp_organizations o WHERE "
+	    "($1::text IS NULL OR o.kind = $1) AND ($2::text IS NULL OR o.country = $2) AND "
+	    "($3::text IS NULL OR EXISTS (SELECT 1 FROM sp_org_topics ot WHERE ot.org_id = "
+	    "o.id AND ot.topic_id IN (WITH RECURSIVE d AS (SELECT id FROM sp_topics WHERE slug "
+	    "= $3 UNION ALL SELECT t.id FROM sp_topics t JOIN d ON t.parent_id = d.id) SELECT "
+	    "id FROM d))) AND ($4::text IS NULL OR o.name ILIKE $4 OR o.description ILIKE $4) "
+	    "AND ($5::text IS NULL OR (o.name, o.id) > ($5, $6::uuid)) "
+	    "ORDER BY o.name, o.id LIMIT $7::int",
+	    7, params, list_done, op);
 	free(pattern);
 	json_decref(pos);
 	unavailable(op, rc);
@@ -207,16 +210,16 @@ static void reply_org(const struct sp_db_result *res, void *arg)
 		sp_request_reply_problem(op->req, 404, NULL, "no such organisation", NULL);
 	} else {
 		json_t *org = sp_db_result_row_json(res, 0);
-		int status = op->extra ? json_integer_value(json_object_get(op->extra, "status")) : 0;
-		const char *event = op->extra
-					    ? json_string_value(json_object_get(op->extra, "event"))
-					    : NULL;
+		int status =
+		    op->extra ? json_integer_value(json_object_get(op->extra, "status")) : 0;
+		const char *event =
+		    op->extra ? json_string_value(json_object_get(op->extra, "event")) : NULL;
 		if (event)
 			sp_bus_emit(op->core->bus, event, org);
 		if (status == 201) {
 			char loc[96];
 			snprintf(loc, sizeof(loc), "/v1/organizations/%s",
-				 json_string_value(json_object_get(org, "id")));
+			         json_string_value(json_object_get(org, "id")));
 			sp_request_add_header(op->req, "Location", loc);
 		}
 		sp_request_reply_json(op->req, status ? status : 200, org);
@@ -231,17 +234,18 @@ static void org_get(struct sp_request *req, void *arg)
 		return;
 	struct op *op = op_new(req, arg);
 	const char *params[] = { id };
-	unavailable(op, sp_db_query(op->core->db,
-				    "SELECT " ORG_COLUMNS " FROM sp_organizations o WHERE o.id = $1",
-				    1, params, reply_org, op));
+	unavailable(op,
+	            sp_db_query(op->core->db,
+	                        "SELECT " ORG_COLUMNS " FROM sp_organizations o WHERE o.id = $1", 1,
+	                        params, reply_org, op));
 }
 
-static const char *const org_fields[] = { "name",    "kind",	    "country", "region",
-					  "website", "description", NULL };
+static const char *const org_fields[] = { "name",    "kind",        "country", "region",
+	                                  "website", "description", NULL };
 
 /* Checks the fields of a create or update. kind is for admins only. */
 static bool check_org(struct sp_request *req, json_t *body, bool create, bool admin,
-		      const char **vals)
+                      const char **vals)
 {
 	struct sp_check c;
 	sp_check_init(&c, body);
@@ -252,12 +256,12 @@ static bool check_org(struct sp_request *req, json_t *body, bool create, bool ad
 	vals[1] = sp_check_enum(&c, "kind", create, org_kinds);
 	vals[2] = sp_check_country(&c, "country", false);
 	vals[3] = json_is_null(json_object_get(body, "region"))
-			  ? NULL
-			  : sp_check_string(&c, "region", false, 0, 100);
+	              ? NULL
+	              : sp_check_string(&c, "region", false, 0, 100);
 	vals[4] = sp_check_url(&c, "website", false);
 	vals[5] = json_is_null(json_object_get(body, "description"))
-			  ? NULL
-			  : sp_check_string(&c, "description", false, 0, 5000);
+	              ? NULL
+	              : sp_check_string(&c, "description", false, 0, 5000);
 	if (!create && json_object_size(body) == 0)
 		sp_check_fail(&c, "", "nothing to change");
 	if (!sp_check_ok(&c)) {
@@ -278,11 +282,12 @@ static void org_create(struct sp_request *req, void *arg)
 		return;
 	struct op *op = op_new(req, arg);
 	op->extra = json_pack("{s:i, s:s}", "status", 201, "event", "org.created");
-	unavailable(op, sp_db_query(op->core->db,
-				    "INSERT INTO sp_organizations AS o (name, kind, country, region, "
-				    "website, description) VALUES ($1, $2, $3, $4, $5, $6) "
-				    "RETURNING " ORG_COLUMNS,
-				    6, v, reply_org, op));
+	unavailable(op,
+	            sp_db_query(op->core->db,
+	                        "INSERT INTO sp_organizations AS o (name, kind, country, region, "
+	                        "website, description) VALUES ($1, $2, $3, $4, $5, $6) "
+	                        "RETURNING " ORG_COLUMNS,
+	                        6, v, reply_org, op));
 }
 
 static void org_update(struct sp_request *req, void *arg)
@@ -293,8 +298,8 @@ static void org_update(struct sp_request *req, void *arg)
 	const struct sp_principal *p = sp_request_principal(req);
 	if (!may_manage(p, id)) {
 		sp_request_reply_problem(req, 403, NULL,
-					 "only admins and this organisation's managers can edit it",
-					 NULL);
+		                         "only admins and this organisation's managers can edit it",
+		                         NULL);
 		return;
 	}
 	json_t *body = sp_request_json(req);
@@ -310,17 +315,18 @@ static void org_update(struct sp_request *req, void *arg)
 	struct op *op = op_new(req, arg);
 	op->extra = json_pack("{s:i, s:s}", "status", 200, "event", "org.updated");
 	const char *params[] = { id, v[0], v[1], v[2], v[3], v[4], v[5], given };
-	unavailable(op, sp_db_query(
-				op->core->db,
-				"UPDATE sp_organizations AS o SET "
-				"name = CASE WHEN substr($8, 1, 1) = '1' THEN $2 ELSE name END, "
-				"kind = CASE WHEN substr($8, 2, 1) = '1' THEN $3 ELSE kind END, "
-				"country = CASE WHEN substr($8, 3, 1) = '1' THEN $4 ELSE country END, "
-				"region = CASE WHEN substr($8, 4, 1) = '1' THEN $5 ELSE region END, "
-				"website = CASE WHEN substr($8, 5, 1) = '1' THEN $6 ELSE website END, "
-				"description = CASE WHEN substr($8, 6, 1) = '1' THEN $7 ELSE "
-				"description END, updated_at = now() WHERE o.id = $1 RETURNING " ORG_COLUMNS,
-				8, params, reply_org, op));
+	unavailable(
+	    op, sp_db_query(
+	            op->core->db,
+	            "UPDATE sp_organizations AS o SET "
+	            "name = CASE WHEN substr($8, 1, 1) = '1' THEN $2 ELSE name END, "
+	            "kind = CASE WHEN substr($8, 2, 1) = '1' THEN $3 ELSE kind END, "
+	            "country = CASE WHEN substr($8, 3, 1) = '1' THEN $4 ELSE country END, "
+	            "region = CASE WHEN substr($8, 4, 1) = '1' THEN $5 ELSE region END, "
+	            "website = CASE WHEN substr($8, 5, 1) = '1' THEN $6 ELSE website END, "
+	            "description = CASE WHEN substr($8, 6, 1) = '1' THEN $7 ELSE "
+	            "description END, updated_at = now() WHERE o.id = $1 RETURNING " ORG_COLUMNS,
+	            8, params, reply_org, op));
 }
 
 static void org_deleted(const struct sp_db_result *res, void *arg)
@@ -346,8 +352,8 @@ static void org_delete(struct sp_request *req, void *arg)
 	op->org_id = sp_strdup(id);
 	const char *params[] = { id };
 	unavailable(op, sp_db_query(op->core->db,
-				    "DELETE FROM sp_organizations WHERE id = $1 RETURNING id", 1,
-				    params, org_deleted, op));
+	                            "DELETE FROM sp_organizations WHERE id = $1 RETURNING id", 1,
+	                            params, org_deleted, op));
 }
 
 /* ---- topic profile ---- */
@@ -372,11 +378,10 @@ static void topics_done(const struct sp_db_result *res, void *arg)
 		free(list);
 		json_object_set_new(errors, "topics", json_string(msg));
 		sp_request_reply_problem(op->req, 422, "Unknown topics",
-					 "some topics do not exist in the taxonomy", errors);
+		                         "some topics do not exist in the taxonomy", errors);
 	} else {
-		json_t *profile = json_pack("{s:O, s:O}", "offers",
-					    json_object_get(row, "offers"), "seeks",
-					    json_object_get(row, "seeks"));
+		json_t *profile = json_pack("{s:O, s:O}", "offers", json_object_get(row, "offers"),
+		                            "seeks", json_object_get(row, "seeks"));
 		if (op->extra) {
 			json_t *ev = json_pack("{s:s, s:O}", "id", op->org_id, "profile", profile);
 			emit(op->core, "org.topics_changed", ev);
@@ -387,9 +392,9 @@ static void topics_done(const struct sp_db_result *res, void *arg)
 	op_free(op);
 }
 
-#define PROFILE_SQL(rel)                                                                       \
-	"coalesce((SELECT json_agg(json_build_object('topic', t.slug, 'level', ot.level) ORDER " \
-	"BY t.slug) FROM sp_org_topics ot JOIN sp_topics t ON t.id = ot.topic_id WHERE "       \
+#define PROFILE_SQL(rel)                                                                           \
+	"coalesce((SELECT json_agg(json_build_object('topic', t.slug, 'level', ot.level) ORDER "   \
+	"BY t.slug) FROM sp_org_topics ot JOIN sp_topics t ON t.id = ot.topic_id WHERE "           \
 	"ot.org_id = $1 AND ot.relation = '" rel "'), '[]'::json)"
 
 static void topics_get(struct sp_request *req, void *arg)
@@ -399,11 +404,12 @@ static void topics_get(struct sp_request *req, void *arg)
 		return;
 	struct op *op = op_new(req, arg);
 	const char *params[] = { id };
-	unavailable(op, sp_db_query(op->core->db,
-				    "SELECT EXISTS (SELECT 1 FROM sp_organizations WHERE id = $1) AS "
-				    "found, '[]'::json AS unknown, " PROFILE_SQL("offers") " AS offers, "
-				    PROFILE_SQL("seeks") " AS seeks",
-				    1, params, topics_done, op));
+	unavailable(op,
+	            sp_db_query(op->core->db,
+	                        "SELECT EXISTS (SELECT 1 FROM sp_organizations WHERE id = $1) AS "
+	                        "found, '[]'::json AS unknown, " PROFILE_SQL(
+	                            "offers") " AS offers, " PROFILE_SQL("seeks") " AS seeks",
+	                        1, params, topics_done, op));
 }
 
 /* Validates [{topic, level}] into rows for jsonb_to_recordset. */
@@ -420,10 +426,10 @@ static bool check_profile_list(struct sp_check *c, const char *relation, json_t 
 		json_t *level = json_object_get(item, "level");
 		if (!json_is_object(item) || !slug || json_object_size(item) > 2 ||
 		    (level && (!json_is_integer(level) || json_integer_value(level) < 1 ||
-			       json_integer_value(level) > 3))) {
+		               json_integer_value(level) > 3))) {
 			char msg[128];
 			snprintf(msg, sizeof(msg),
-				 "item %zu must be {\"topic\": slug, \"level\": 1..3}", i);
+			         "item %zu must be {\"topic\": slug, \"level\": 1..3}", i);
 			sp_check_fail(c, relation, msg);
 			return false;
 		}
@@ -431,7 +437,8 @@ static bool check_profile_list(struct sp_check *c, const char *relation, json_t 
 		json_t *seen;
 		json_array_foreach(rows, j, seen)
 		{
-			if (!strcmp(json_string_value(json_object_get(seen, "relation")), relation) &&
+			if (!strcmp(json_string_value(json_object_get(seen, "relation")),
+			            relation) &&
 			    !strcmp(json_string_value(json_object_get(seen, "topic")), slug)) {
 				char msg[160];
 				snprintf(msg, sizeof(msg), "topic %.100s is listed twice", slug);
@@ -440,8 +447,8 @@ static bool check_profile_list(struct sp_check *c, const char *relation, json_t 
 			}
 		}
 		json_array_append_new(rows, json_pack("{s:s, s:s, s:I}", "relation", relation,
-						      "topic", slug, "level",
-						      level ? json_integer_value(level) : 2));
+		                                      "topic", slug, "level",
+		                                      level ? json_integer_value(level) : 2));
 	}
 	return true;
 }
@@ -453,8 +460,8 @@ static void topics_put(struct sp_request *req, void *arg)
 		return;
 	if (!may_manage(sp_request_principal(req), id)) {
 		sp_request_reply_problem(req, 403, NULL,
-					 "only admins and this organisation's managers can edit it",
-					 NULL);
+		                         "only admins and this organisation's managers can edit it",
+		                         NULL);
 		return;
 	}
 	json_t *body = sp_request_json(req);
@@ -481,42 +488,43 @@ static void topics_put(struct sp_request *req, void *arg)
 	const char *params[] = { id, text };
 	/* One statement: unknown topics change nothing; otherwise upsert the given rows and
 	 * delete the others (disjoint sets, so the sub-statements cannot collide). */
-	unavailable(op,
-		    sp_db_query(op->core->db,
-				"WITH input AS (SELECT * FROM jsonb_to_recordset($2::jsonb) AS "
-				"x(relation text, topic text, level int)), "
-				"org AS (SELECT id FROM sp_organizations WHERE id = $1 FOR UPDATE), "
-				"unknown AS (SELECT i.topic FROM input i LEFT JOIN sp_topics t ON "
-				"t.slug = i.topic WHERE t.id IS NULL), "
-				"ok AS (SELECT EXISTS (SELECT 1 FROM org) AND NOT EXISTS (SELECT 1 "
-				"FROM unknown) AS go), "
-				"wanted AS (SELECT i.relation, t.id AS topic_id, i.level FROM input i "
-				"JOIN sp_topics t ON t.slug = i.topic, ok WHERE ok.go), "
-				"up AS (INSERT INTO sp_org_topics (org_id, relation, topic_id, level) "
-				"SELECT $1, relation, topic_id, level FROM wanted ON CONFLICT (org_id, "
-				"relation, topic_id) DO UPDATE SET level = EXCLUDED.level RETURNING 1), "
-				"del AS (DELETE FROM sp_org_topics ot USING ok WHERE ok.go AND "
-				"ot.org_id = $1 AND NOT EXISTS (SELECT 1 FROM wanted w WHERE "
-				"w.relation = ot.relation AND w.topic_id = ot.topic_id) RETURNING 1), "
-				"touch AS (UPDATE sp_organizations SET updated_at = now() FROM ok "
-				"WHERE ok.go AND id = $1 RETURNING 1) "
-				"SELECT EXISTS (SELECT 1 FROM org) AS found, coalesce((SELECT "
-				"json_agg(DISTINCT topic) FROM unknown), '[]'::json) AS unknown, "
-				"coalesce((SELECT json_agg(json_build_object('topic', topic, 'level', "
-				"level) ORDER BY topic) FROM input WHERE relation = 'offers'), "
-				"'[]'::json) AS offers, coalesce((SELECT json_agg(json_build_object("
-				"'topic', topic, 'level', level) ORDER BY topic) FROM input WHERE "
-				"relation = 'seeks'), '[]'::json) AS seeks, (SELECT count(*) FROM up) "
-				"+ (SELECT count(*) FROM del) + (SELECT count(*) FROM touch) AS changed",
-				2, params, topics_done, op));
+	unavailable(
+	    op,
+	    sp_db_query(op->core->db,
+	                "WITH input AS (SELECT * FROM jsonb_to_recordset($2::jsonb) AS "
+	                "x(relation text, topic text, level int)), "
+	                "org AS (SELECT id FROM sp_organizations WHERE id = $1 FOR UPDATE), "
+	                "unknown AS (SELECT i.topic FROM input i LEFT JOIN sp_topics t ON "
+	                "t.slug = i.topic WHERE t.id IS NULL), "
+	                "ok AS (SELECT EXISTS (SELECT 1 FROM org) AND NOT EXISTS (SELECT 1 "
+	                "FROM unknown) AS go), "
+	                "wanted AS (SELECT i.relation, t.id AS topic_id, i.level FROM input i "
+	                "JOIN sp_topics t ON t.slug = i.topic, ok WHERE ok.go), "
+	                "up AS (INSERT INTO sp_org_topics (org_id, relation, topic_id, level) "
+	                "SELECT $1, relation, topic_id, level FROM wanted ON CONFLICT (org_id, "
+	                "relation, topic_id) DO UPDATE SET level = EXCLUDED.level RETURNING 1), "
+	                "del AS (DELETE FROM sp_org_topics ot USING ok WHERE ok.go AND "
+	                "ot.org_id = $1 AND NOT EXISTS (SELECT 1 FROM wanted w WHERE "
+	                "w.relation = ot.relation AND w.topic_id = ot.topic_id) RETURNING 1), "
+	                "touch AS (UPDATE sp_organizations SET updated_at = now() FROM ok "
+	                "WHERE ok.go AND id = $1 RETURNING 1) "
+	                "SELECT EXISTS (SELECT 1 FROM org) AS found, coalesce((SELECT "
+	                "json_agg(DISTINCT topic) FROM unknown), '[]'::json) AS unknown, "
+	                "coalesce((SELECT json_agg(json_build_object('topic', topic, 'level', "
+	                "level) ORDER BY topic) FROM input WHERE relation = 'offers'), "
+	                "'[]'::json) AS offers, coalesce((SELECT json_agg(json_build_object("
+	                "'topic', topic, 'level', level) ORDER BY topic) FROM input WHERE "
+	                "relation = 'seeks'), '[]'::json) AS seeks, (SELECT count(*) FROM up) "
+	                "+ (SELECT count(*) FROM del) + (SELECT count(*) FROM touch) AS changed",
+	                2, params, topics_done, op));
 	free(text);
 }
 
 /* ---- members ---- */
 
-#define MEMBER_COLUMNS                                                                         \
-	"u.id::text AS id, u.email, u.display_name, u.org_role AS role, "                      \
-	SP_SQL_TS("u.created_at") " AS created_at"
+#define MEMBER_COLUMNS                                                                             \
+	"u.id::text AS id, u.email, u.display_name, u.org_role AS role, " SP_SQL_TS(               \
+	    "u.created_at") " AS created_at"
 
 static void members_list(struct sp_request *req, void *arg)
 {
@@ -525,9 +533,9 @@ static void members_list(struct sp_request *req, void *arg)
 		return;
 	const struct sp_principal *p = sp_request_principal(req);
 	if (!p->is_admin && !is_member_of(p, id)) {
-		sp_request_reply_problem(req, 403, NULL,
-					 "only this organisation's people and admins see its members",
-					 NULL);
+		sp_request_reply_problem(
+		    req, 403, NULL, "only this organisation's people and admins see its members",
+		    NULL);
 		return;
 	}
 	int limit;
@@ -540,12 +548,13 @@ static void members_list(struct sp_request *req, void *arg)
 	char lim[16];
 	snprintf(lim, sizeof(lim), "%d", limit + 1);
 	const char *params[] = { id, pos ? json_string_value(json_array_get(pos, 0)) : NULL,
-				 pos ? json_string_value(json_array_get(pos, 1)) : NULL, lim };
-	unavailable(op, sp_db_query(op->core->db,
-				    "SELECT " MEMBER_COLUMNS " FROM sp_users u WHERE u.org_id = $1 AND "
-				    "($2::text IS NULL OR (u.email, u.id) > ($2, $3::uuid)) "
-				    "ORDER BY u.email, u.id LIMIT $4::int",
-				    4, params, list_done, op));
+		                 pos ? json_string_value(json_array_get(pos, 1)) : NULL, lim };
+	unavailable(op,
+	            sp_db_query(op->core->db,
+	                        "SELECT " MEMBER_COLUMNS " FROM sp_users u WHERE u.org_id = $1 AND "
+	                        "($2::text IS NULL OR (u.email, u.id) > ($2, $3::uuid)) "
+	                        "ORDER BY u.email, u.id LIMIT $4::int",
+	                        4, params, list_done, op));
 	json_decref(pos);
 }
 
@@ -564,29 +573,29 @@ static void member_added(const struct sp_db_result *res, void *arg)
 		json_t *row = sp_db_result_row_json(res, 0);
 		const char *outcome = json_string_value(json_object_get(row, "outcome"));
 		if (!strcmp(outcome, "other_org")) {
-			sp_request_reply_problem(op->req, 409, NULL,
-						 "this person already belongs to another organisation",
-						 NULL);
+			sp_request_reply_problem(
+			    op->req, 409, NULL,
+			    "this person already belongs to another organisation", NULL);
 		} else if (!strcmp(outcome, "no_org")) {
 			sp_request_reply_problem(op->req, 404, NULL, "no such organisation", NULL);
 		} else if (!strcmp(outcome, "already")) {
 			sp_request_reply_problem(op->req, 409, NULL,
-						 "this person is already a member", NULL);
+			                         "this person is already a member", NULL);
 		} else {
 			json_t *member = json_object_get(row, "member");
 			json_t *body = json_deep_copy(member);
 			if (!strcmp(outcome, "created")) {
 				json_object_set_new(body, "initial_password",
-						    json_string(m->password));
+				                    json_string(m->password));
 				emit(op->core, "user.created",
 				     json_pack("{s:O, s:s}", "id", json_object_get(member, "id"),
-					       "org_id", op->org_id));
+				               "org_id", op->org_id));
 			}
 			emit(op->core, "org.members_changed",
 			     json_pack("{s:s, s:O}", "id", op->org_id, "member", member));
 			sp_request_add_header(op->req, "Cache-Control", "no-store");
 			sp_request_reply_json(op->req, !strcmp(outcome, "created") ? 201 : 200,
-					      body);
+			                      body);
 		}
 		json_decref(row);
 	}
@@ -617,7 +626,7 @@ static void hash_done(void *arg)
 	struct member_add *m = j->m;
 	if (j->rc < 0) {
 		sp_request_reply_problem(m->op.req, 503, NULL, "cannot hash passwords right now",
-					 NULL);
+		                         NULL);
 		free(m->op.org_id);
 		free(m);
 		free(j);
@@ -626,22 +635,22 @@ static void hash_done(void *arg)
 	const char *params[] = { m->op.org_id, j->email, j->name, j->role, j->hash };
 	/* Attach an existing user without organisation, or create one. */
 	int rc = sp_db_query(
-		m->op.core->db,
-		"WITH org AS (SELECT id FROM sp_organizations WHERE id = $1), "
-		"existing AS (SELECT id, org_id FROM sp_users WHERE lower(email) = lower($2)), "
-		"attached AS (UPDATE sp_users u SET org_id = $1, org_role = $4, updated_at = now() "
-		"FROM existing e, org WHERE u.id = e.id AND e.org_id IS NULL RETURNING u.*), "
-		"created AS (INSERT INTO sp_users (email, display_name, password_hash, org_id, "
-		"org_role) SELECT $2, $3, $5, $1, $4 FROM org WHERE NOT EXISTS (SELECT 1 FROM "
-		"existing) RETURNING *), "
-		"out AS (SELECT 'attached' AS outcome, * FROM attached UNION ALL SELECT "
-		"'created', * FROM created) "
-		"SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM org) THEN 'no_org' WHEN EXISTS (SELECT "
-		"1 FROM out) THEN (SELECT outcome FROM out) WHEN (SELECT org_id FROM existing) = $1 "
-		"THEN 'already' ELSE 'other_org' END AS outcome, (SELECT json_build_object('id', "
-		"u.id, 'email', u.email, 'display_name', u.display_name, 'role', u.org_role) FROM "
-		"out u) AS member",
-		5, params, member_added, m);
+	    m->op.core->db,
+	    "WITH org AS (SELECT id FROM sp_organizations WHERE id = $1), "
+	    "existing AS (SELECT id, org_id FROM sp_users WHERE lower(email) = lower($2)), "
+	    "attached AS (UPDATE sp_users u SET org_id = $1, org_role = $4, updated_at = now() "
+	    "FROM existing e, org WHERE u.id = e.id AND e.org_id IS NULL RETURNING u.*), "
+	    "created AS (INSERT INTO sp_users (email, display_name, password_hash, org_id, "
+	    "org_role) SELECT $2, $3, $5, $1, $4 FROM org WHERE NOT EXISTS (SELECT 1 FROM "
+	    "existing) RETURNING *), "
+	    "out AS (SELECT 'attached' AS outcome, * FROM attached UNION ALL SELECT "
+	    "'created', * FROM created) "
+	    "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM org) THEN 'no_org' WHEN EXISTS (SELECT "
+	    "1 FROM out) THEN (SELECT outcome FROM out) WHEN (SELECT org_id FROM existing) = $1 "
+	    "THEN 'already' ELSE 'other_org' END AS outcome, (SELECT json_build_object('id', "
+	    "u.id, 'email', u.email, 'display_name', u.display_name, 'role', u.org_role) FROM "
+	    "out u) AS member",
+	    5, params, member_added, m);
 	if (rc < 0) {
 		sp_request_reply_problem(m->op.req, 503, NULL, "the database is unavailable", NULL);
 		free(m->op.org_id);
@@ -658,8 +667,8 @@ static void members_add(struct sp_request *req, void *arg)
 		return;
 	if (!may_manage(sp_request_principal(req), id)) {
 		sp_request_reply_problem(req, 403, NULL,
-					 "only admins and this organisation's managers add members",
-					 NULL);
+		                         "only admins and this organisation's managers add members",
+		                         NULL);
 		return;
 	}
 	json_t *body = sp_request_json(req);
@@ -684,7 +693,7 @@ static void members_add(struct sp_request *req, void *arg)
 	unsigned char raw[15];
 	randombytes_buf(raw, sizeof(raw));
 	sodium_bin2base64(m->password, sizeof(m->password), raw, sizeof(raw),
-			  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	                  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 	struct hash_job *j = sp_calloc(1, sizeof(*j));
 	j->m = m;
 	snprintf(j->email, sizeof(j->email), "%s", email);
@@ -705,7 +714,7 @@ static void member_changed(const struct sp_db_result *res, void *arg)
 		sp_request_reply_db_error(op->req, res);
 	} else if (sp_db_result_ntuples(res) == 0) {
 		sp_request_reply_problem(op->req, 404, NULL, "no such member of this organisation",
-					 NULL);
+		                         NULL);
 	} else {
 		json_t *member = sp_db_result_row_json(res, 0);
 		emit(op->core, "org.members_changed",
@@ -725,14 +734,14 @@ static void members_update(struct sp_request *req, void *arg)
 		return;
 	const char *uid = sp_request_param(req, "user_id");
 	if (!may_manage(sp_request_principal(req), id)) {
-		sp_request_reply_problem(req, 403, NULL,
-					 "only admins and this organisation's managers change roles",
-					 NULL);
+		sp_request_reply_problem(
+		    req, 403, NULL, "only admins and this organisation's managers change roles",
+		    NULL);
 		return;
 	}
 	if (!sp_valid_uuid(uid)) {
 		sp_request_reply_problem(req, 404, NULL, "no such member of this organisation",
-					 NULL);
+		                         NULL);
 		return;
 	}
 	json_t *body = sp_request_json(req);
@@ -752,9 +761,9 @@ static void members_update(struct sp_request *req, void *arg)
 	op->org_id = sp_strdup(id);
 	const char *params[] = { id, uid, role };
 	unavailable(op, sp_db_query(op->core->db,
-				    "UPDATE sp_users u SET org_role = $3, updated_at = now() WHERE "
-				    "u.id = $2 AND u.org_id = $1 RETURNING " MEMBER_COLUMNS,
-				    3, params, member_changed, op));
+	                            "UPDATE sp_users u SET org_role = $3, updated_at = now() WHERE "
+	                            "u.id = $2 AND u.org_id = $1 RETURNING " MEMBER_COLUMNS,
+	                            3, params, member_changed, op));
 }
 
 static void members_remove(struct sp_request *req, void *arg)
@@ -764,48 +773,50 @@ static void members_remove(struct sp_request *req, void *arg)
 		return;
 	const char *uid = sp_request_param(req, "user_id");
 	if (!may_manage(sp_request_principal(req), id)) {
-		sp_request_reply_problem(req, 403, NULL,
-					 "only admins and this organisation's managers remove members",
-					 NULL);
+		sp_request_reply_problem(
+		    req, 403, NULL, "only admins and this organisation's managers remove members",
+		    NULL);
 		return;
 	}
 	if (!sp_valid_uuid(uid)) {
 		sp_request_reply_problem(req, 404, NULL, "no such member of this organisation",
-					 NULL);
+		                         NULL);
 		return;
 	}
 	struct op *op = op_new(req, arg);
 	op->org_id = sp_strdup(id);
 	op->extra = json_true(); /* answer 204 */
 	const char *params[] = { id, uid };
-	unavailable(op, sp_db_query(op->core->db,
-				    "UPDATE sp_users u SET org_id = NULL, org_role = NULL, "
-				    "updated_at = now() WHERE u.id = $2 AND u.org_id = $1 RETURNING "
-				    "u.id::text AS id, u.email, u.display_name, NULL::text AS role",
-				    2, params, member_changed, op));
+	unavailable(op,
+	            sp_db_query(op->core->db,
+	                        "UPDATE sp_users u SET org_id = NULL, org_role = NULL, "
+	                        "updated_at = now() WHERE u.id = $2 AND u.org_id = $1 RETURNING "
+	                        "u.id::text AS id, u.email, u.display_name, NULL::text AS role",
+	                        2, params, member_changed, op));
 }
 
 int sp_orgs_register(struct sp_core *core)
 {
 	static const char org_schema[] =
-		"{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"kind\":{"
-		"\"type\":\"string\",\"enum\":[\"sme\",\"large_enterprise\",\"hospital\","
-		"\"university\",\"research_centre\",\"association\",\"public_body\",\"other\"]},"
-		"\"country\":{\"type\":[\"string\",\"null\"]},\"region\":{\"type\":[\"string\","
-		"\"null\"]},\"website\":{\"type\":[\"string\",\"null\"]},\"description\":{"
-		"\"type\":[\"string\",\"null\"]}},\"additionalProperties\":false}";
+	    "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"kind\":{"
+	    "\"type\":\"string\",\"enum\":[\"sme\",\"large_enterprise\",\"hospital\","
+	    "\"university\",\"research_centre\",\"association\",\"public_body\",\"other\"]},"
+	    "\"country\":{\"type\":[\"string\",\"null\"]},\"region\":{\"type\":[\"string\","
+	    "\"null\"]},\"website\":{\"type\":[\"string\",\"null\"]},\"description\":{"
+	    "\"type\":[\"string\",\"null\"]}},\"additionalProperties\":false}";
 	static const char profile_schema[] =
-		"{\"type\":\"object\",\"required\":[\"offers\",\"seeks\"],\"properties\":{"
-		"\"offers\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{"
-		"\"topic\":{\"type\":\"string\"},\"level\":{\"type\":\"integer\",\"minimum\":1,"
-		"\"maximum\":3}}}},\"seeks\":{\"type\":\"array\",\"items\":{\"type\":\"object\"}}}}";
+	    "{\"type\":\"object\",\"required\":[\"offers\",\"seeks\"],\"properties\":{"
+	    "\"offers\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{"
+	    "\"topic\":{\"type\":\"string\"},\"level\":{\"type\":\"integer\",\"minimum\":1,"
+	    "\"maximum\":3}}}},\"seeks\":{\"type\":\"array\",\"items\":{\"type\":\"object\"}}}}";
 	const struct sp_route routes[] = {
 		{ "GET", "/v1/organizations", SP_ACCESS_USER, orgs_list,
-		  "Organisations (filters kind, country, topic, q; cursor pagination)", NULL, NULL },
-		{ "POST", "/v1/organizations", SP_ACCESS_ADMIN, org_create, "Create an organisation",
-		  org_schema, NULL },
-		{ "GET", "/v1/organizations/{id}", SP_ACCESS_USER, org_get, "One organisation", NULL,
-		  org_schema },
+		  "Organisations (filters kind, country, topic, q; cursor pagination)", NULL,
+		  NULL },
+		{ "POST", "/v1/organizations", SP_ACCESS_ADMIN, org_create,
+		  "Create an organisation", org_schema, NULL },
+		{ "GET", "/v1/organizations/{id}", SP_ACCESS_USER, org_get, "One organisation",
+		  NULL, org_schema },
 		{ "PATCH", "/v1/organizations/{id}", SP_ACCESS_USER, org_update,
 		  "Edit an organisation (admins; its managers, except kind)", org_schema, NULL },
 		{ "DELETE", "/v1/organizations/{id}", SP_ACCESS_ADMIN, org_delete,

@@ -18,7 +18,7 @@ char *sp_cursor_encode(const json_t *position)
 	size_t cap = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 	char *out = sp_calloc(1, cap);
 	sodium_bin2base64(out, cap, (const unsigned char *)text, len,
-			  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	                  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 	free(text);
 	return out;
 }
@@ -31,7 +31,7 @@ json_t *sp_cursor_decode(const char *cursor, size_t nfields)
 	unsigned char buf[1600];
 	size_t n = 0;
 	if (sodium_base642bin(buf, sizeof(buf), cursor, len, NULL, &n, NULL,
-			      sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
+	                      sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
 		return NULL;
 	json_t *v = json_loadb((const char *)buf, n, JSON_REJECT_DUPLICATES, NULL);
 	if (!json_is_array(v) || json_array_size(v) != nfields) {
@@ -48,7 +48,7 @@ json_t *sp_cursor_decode(const char *cursor, size_t nfields)
 }
 
 bool sp_page_params(struct sp_request *req, int def, int max, size_t nfields, int *limit,
-		    json_t **position)
+                    json_t **position)
 {
 	*position = NULL;
 	*limit = def;
@@ -66,10 +66,11 @@ bool sp_page_params(struct sp_request *req, int def, int max, size_t nfields, in
 	if (c && *c) {
 		*position = sp_cursor_decode(c, nfields);
 		if (!*position) {
-			sp_request_reply_problem(req, 400, "Bad query parameter",
-						 "cursor is not valid; use next_cursor from a previous "
-						 "page",
-						 NULL);
+			sp_request_reply_problem(
+			    req, 400, "Bad query parameter",
+			    "cursor is not valid; use next_cursor from a previous "
+			    "page",
+			    NULL);
 			return false;
 		}
 	}

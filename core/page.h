@@ -15,6 +15,6 @@ json_t *sp_cursor_decode(const char *cursor, size_t nfields);
 /* Reads ?limit= (default def, 1..max) and ?cursor= (nfields strings). Answers 400 and
  * returns false on bad values. *position is a new reference or NULL (first page). */
 bool sp_page_params(struct sp_request *req, int def, int max, size_t nfields, int *limit,
-		    json_t **position);
+                    json_t **position);
 
 #endif

@@ -63,7 +63,7 @@ static int split_pattern(const char *pattern, struct sp_route_entry *e, char *er
 		size_t len = slash ? (size_t)(slash - p) : strlen(p);
 		if (len == 0 || e->nsegs >= SP_ROUTE_MAX_SEGS) {
 			snprintf(err, errlen, "bad pattern (empty or too many segments): %s",
-				 pattern);
+			         pattern);
 			return -1;
 		}
 		char *seg = strndup(p, len);
@@ -73,14 +73,14 @@ static int split_pattern(const char *pattern, struct sp_route_entry *e, char *er
 		if (strchr(seg, '{') || strchr(seg, '}')) {
 			if (!is_param_seg(seg)) {
 				snprintf(err, errlen, "bad parameter segment '%s' in %s", seg,
-					 pattern);
+				         pattern);
 				return -1;
 			}
 			char name[64];
 			snprintf(name, sizeof(name), "%.*s", (int)(len - 2), seg + 1);
 			if (!sp_is_ident(name) || ++nparams > SP_ROUTE_MAX_PARAMS) {
 				snprintf(err, errlen, "bad parameter name '%s' in %s", seg,
-					 pattern);
+				         pattern);
 				return -1;
 			}
 		}
@@ -88,8 +88,7 @@ static int split_pattern(const char *pattern, struct sp_route_entry *e, char *er
 		if (*p == '/') {
 			p++;
 			if (!*p) {
-				snprintf(err, errlen, "pattern must not end with '/': %s",
-					 pattern);
+				snprintf(err, errlen, "pattern must not end with '/': %s", pattern);
 				return -1;
 			}
 		}
@@ -115,7 +114,7 @@ static char *dup_or_null(const char *s)
 }
 
 int sp_router_add(struct sp_router *router, const struct sp_route *route, struct sp_plugin *owner,
-		  void *arg, char *err, size_t errlen)
+                  void *arg, char *err, size_t errlen)
 {
 	if (!route || !route->method || !route->pattern || !route->handler) {
 		snprintf(err, errlen, "route needs a method, a pattern and a handler");
@@ -145,7 +144,7 @@ int sp_router_add(struct sp_router *router, const struct sp_route *route, struct
 		const struct sp_route_entry *o = router->entries[i];
 		if (strcmp(o->route.method, e->route.method) == 0 && same_shape(o, e)) {
 			snprintf(err, errlen, "route %s %s conflicts with %s", e->route.method,
-				 e->route.pattern, o->route.pattern);
+			         e->route.pattern, o->route.pattern);
 			entry_free(e);
 			return -1;
 		}
@@ -215,7 +214,7 @@ static void add_allow(char *allow, size_t len, const char *method)
 }
 
 enum sp_match_status sp_router_match(const struct sp_router *router, const char *method,
-				     const char *path, struct sp_route_match *m)
+                                     const char *path, struct sp_route_match *m)
 {
 	memset(m, 0, sizeof(*m));
 	if (!path || strlen(path) >= 2048)

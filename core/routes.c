@@ -28,7 +28,7 @@ static void ready_done(const struct sp_db_result *res, void *arg)
 	struct sp_request *req = arg;
 	if (sp_db_result_ok(res)) {
 		sp_request_reply_json(req, 200,
-				      json_pack("{s:s, s:s}", "status", "ready", "database", "up"));
+		                      json_pack("{s:s, s:s}", "status", "ready", "database", "up"));
 		return;
 	}
 	sp_request_add_header(req, "Retry-After", "1");
@@ -40,12 +40,12 @@ static void ready(struct sp_request *req, void *arg)
 	struct sp_core *core = sp_request_core(req);
 	if (core->draining) {
 		sp_request_reply_problem(req, 503, "Not ready", "the server is shutting down",
-					 NULL);
+		                         NULL);
 		return;
 	}
 	if (sp_db_query(core->db, "SELECT 1", 0, NULL, ready_done, req) < 0)
 		sp_request_reply_problem(req, 503, "Not ready", "the database is not reachable",
-					 NULL);
+		                         NULL);
 }
 
 static void metrics(struct sp_request *req, void *arg)
@@ -55,14 +55,14 @@ static void metrics(struct sp_request *req, void *arg)
 	sp_metrics_render(core->metrics, core, buf);
 	size_t len = evbuffer_get_length(buf);
 	sp_request_reply_raw(req, 200, "text/plain; version=0.0.4; charset=utf-8",
-			     evbuffer_pullup(buf, -1), len);
+	                     evbuffer_pullup(buf, -1), len);
 	evbuffer_free(buf);
 }
 
 static void openapi(struct sp_request *req, void *arg)
 {
 	sp_request_reply_json(req, 200,
-			      sp_openapi_document(sp_request_core(req)->router, PACKAGE_VERSION));
+	                      sp_openapi_document(sp_request_core(req)->router, PACKAGE_VERSION));
 }
 
 static void plugins_list(struct sp_request *req, void *arg)
@@ -98,9 +98,9 @@ static void settings_get(struct sp_request *req, void *arg)
 		return;
 	const json_t *cur = sp_plugin_current_settings(p);
 	sp_request_reply_json(req, 200,
-			      json_pack("{s:s, s:O, s:o}", "plugin", sp_plugin_name(p), "settings",
-					cur ? (json_t *)cur : json_object(), "schema",
-					sp_plugin_settings_schema(p)));
+	                      json_pack("{s:s, s:O, s:o}", "plugin", sp_plugin_name(p), "settings",
+	                                cur ? (json_t *)cur : json_object(), "schema",
+	                                sp_plugin_settings_schema(p)));
 }
 
 struct settings_put {
@@ -124,8 +124,8 @@ static void settings_saved(const struct sp_db_result *res, void *arg)
 		sp_db_notify(sp->core->db, SP_SETTINGS_CHANNEL, sp->name);
 		const json_t *cur = p ? sp_plugin_current_settings(p) : NULL;
 		sp_request_reply_json(sp->req, 200,
-				      json_pack("{s:s, s:O}", "plugin", sp->name, "settings",
-						cur ? (json_t *)cur : json_null()));
+		                      json_pack("{s:s, s:O}", "plugin", sp->name, "settings",
+		                                cur ? (json_t *)cur : json_null()));
 	}
 	free(sp->name);
 	json_decref(sp->settings);
@@ -151,14 +151,14 @@ static void settings_put(struct sp_request *req, void *arg)
 	json_t *checked = sp_plugin_settings_check(p, body, false, &errors);
 	if (!checked) {
 		sp_request_reply_problem(req, 422, "Invalid settings",
-					 "some settings do not match the plugin's schema", errors);
+		                         "some settings do not match the plugin's schema", errors);
 		return;
 	}
 	struct sp_core *core = sp_request_core(req);
 	if (sp_plugin_apply_settings(p, checked) < 0) {
 		json_decref(checked);
 		sp_request_reply_problem(req, 422, "Settings refused",
-					 "the plugin refused these settings (see the log)", NULL);
+		                         "the plugin refused these settings (see the log)", NULL);
 		return;
 	}
 	struct settings_put *sp = sp_calloc(1, sizeof(*sp));
@@ -169,10 +169,10 @@ static void settings_put(struct sp_request *req, void *arg)
 	char *text = json_dumps(checked, JSON_COMPACT);
 	const char *params[] = { sp->name, text };
 	if (sp_db_query(core->db,
-			"INSERT INTO sp_plugin_settings (plugin, settings) VALUES ($1, $2::jsonb) "
-			"ON CONFLICT (plugin) DO UPDATE SET settings = EXCLUDED.settings, "
-			"updated_at = now()",
-			2, params, settings_saved, sp) < 0) {
+	                "INSERT INTO sp_plugin_settings (plugin, settings) VALUES ($1, $2::jsonb) "
+	                "ON CONFLICT (plugin) DO UPDATE SET settings = EXCLUDED.settings, "
+	                "updated_at = now()",
+	                2, params, settings_saved, sp) < 0) {
 		sp_plugin_apply_settings(p, sp_api_stored_settings(core, sp->name));
 		free(sp->name);
 		json_decref(sp->settings);
@@ -205,9 +205,10 @@ static void on_settings_notify(const char *channel, const char *payload, void *a
 	if (!sp_is_ident(payload))
 		return;
 	const char *params[] = { payload };
-	if (sp_db_query(core->db, "SELECT plugin, settings::text FROM sp_plugin_settings WHERE "
-				  "plugin = $1",
-			1, params, settings_fetched, core) < 0)
+	if (sp_db_query(core->db,
+	                "SELECT plugin, settings::text FROM sp_plugin_settings WHERE "
+	                "plugin = $1",
+	                1, params, settings_fetched, core) < 0)
 		sp_warn("could not refresh the settings of plugin %s", payload);
 }
 
@@ -217,22 +218,22 @@ void sp_routes_listen_settings(struct sp_core *core)
 }
 
 static const char plugin_schema[] =
-	"{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"version\":{"
-	"\"type\":\"string\"},\"abi\":{\"type\":\"string\"},\"description\":{\"type\":"
-	"\"string\"},\"status\":{\"type\":\"string\",\"enum\":[\"loaded\",\"running\","
-	"\"rejected\",\"failed\"]},\"error\":{\"type\":\"string\"},\"routes\":{\"type\":"
-	"\"array\"}}}";
+    "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"version\":{"
+    "\"type\":\"string\"},\"abi\":{\"type\":\"string\"},\"description\":{\"type\":"
+    "\"string\"},\"status\":{\"type\":\"string\",\"enum\":[\"loaded\",\"running\","
+    "\"rejected\",\"failed\"]},\"error\":{\"type\":\"string\"},\"routes\":{\"type\":"
+    "\"array\"}}}";
 
 int sp_routes_register(struct sp_core *core)
 {
 	const struct sp_route routes[] = {
-		{ "GET", "/health", SP_ACCESS_PUBLIC, health, "Liveness: the process answers",
+		{ "GET", "/health", SP_ACCESS_PUBLIC, health, "Liveness: the process answers", NULL,
+		  NULL },
+		{ "GET", "/ready", SP_ACCESS_PUBLIC, ready, "Readiness: the database is reachable",
 		  NULL, NULL },
-		{ "GET", "/ready", SP_ACCESS_PUBLIC, ready,
-		  "Readiness: the database is reachable", NULL, NULL },
 		{ "GET", "/metrics", SP_ACCESS_PUBLIC, metrics, "Prometheus metrics", NULL, NULL },
-		{ "GET", "/v1/openapi.json", SP_ACCESS_PUBLIC, openapi,
-		  "This OpenAPI document", NULL, NULL },
+		{ "GET", "/v1/openapi.json", SP_ACCESS_PUBLIC, openapi, "This OpenAPI document",
+		  NULL, NULL },
 		{ "GET", "/v1/plugins", SP_ACCESS_PUBLIC, plugins_list,
 		  "Loaded plugins with their status and routes", NULL, NULL },
 		{ "GET", "/v1/plugins/{name}", SP_ACCESS_PUBLIC, plugin_get, "One plugin", NULL,

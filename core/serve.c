@@ -36,7 +36,7 @@
 /* ---- shared setup (also used by the other database commands) ---- */
 
 int sp_open_database(const struct sp_config *cfg, struct sp_pgembed **pg, const char **url,
-		     char *err, size_t errlen)
+                     char *err, size_t errlen)
 {
 	*pg = NULL;
 	if (cfg->database_url[0]) {
@@ -59,8 +59,8 @@ int sp_run_migrations(const char *url, struct sp_plugins *plugins, bool retry_fa
 		return -1;
 	}
 	int total = 0;
-	int n = sp_migrate_component(conn, "core", sp_core_migrations, retry_failed, err,
-				     sizeof(err));
+	int n =
+	    sp_migrate_component(conn, "core", sp_core_migrations, retry_failed, err, sizeof(err));
 	if (n < 0) {
 		sp_error("%s", err);
 		sp_migrate_end(conn);
@@ -75,7 +75,7 @@ int sp_run_migrations(const char *url, struct sp_plugins *plugins, bool retry_fa
 		char component[128];
 		snprintf(component, sizeof(component), "plugin:%s", sp_plugin_name(p));
 		n = sp_migrate_component(conn, component, d->migrations, retry_failed, err,
-					 sizeof(err));
+		                         sizeof(err));
 		if (n < 0) {
 			sp_error("plugin %s is left out: %s", sp_plugin_name(p), err);
 			sp_plugin_mark_failed(p, err);
@@ -153,7 +153,8 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 	for (size_t i = 0; i < sp_plugins_len(core->plugins); i++) {
 		struct sp_plugin *p = sp_plugins_at(core->plugins, i);
 		if (sp_plugin_status(p) == SP_PLUGIN_RUNNING)
-			sp_plugin_apply_settings(p, sp_api_stored_settings(core, sp_plugin_name(p)));
+			sp_plugin_apply_settings(p,
+			                         sp_api_stored_settings(core, sp_plugin_name(p)));
 	}
 	/* Said before the new level applies, so it is seen whatever the level. */
 	sp_info("configuration reloaded (log level %s)", cfg->log_level);
@@ -163,8 +164,8 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 }
 
 static int run_worker(struct sp_config *cfg, const char *config_path,
-		      struct sp_cli_overrides *overrides, const char *db_url,
-		      struct sp_plugins *plugins, evutil_socket_t listen_fd, int worker)
+                      struct sp_cli_overrides *overrides, const char *db_url,
+                      struct sp_plugins *plugins, evutil_socket_t listen_fd, int worker)
 {
 	struct sp_core core = { 0 };
 	core.cfg = cfg;
@@ -212,8 +213,8 @@ static int run_worker(struct sp_config *cfg, const char *config_path,
 	event_add(w.sigterm, NULL);
 	event_add(w.sigint, NULL);
 	event_add(w.sighup, NULL);
-	sp_info("worker ready: %d plugin(s) running, %d left out",
-		sp_plugins_count(plugins, true), sp_plugins_count(plugins, false));
+	sp_info("worker ready: %d plugin(s) running, %d left out", sp_plugins_count(plugins, true),
+	        sp_plugins_count(plugins, false));
 
 	event_base_dispatch(core.base);
 
@@ -242,8 +243,8 @@ out:
 /* ---- master (several workers) ---- */
 
 static pid_t spawn_worker(struct sp_config *cfg, const char *config_path,
-			  struct sp_cli_overrides *overrides, const char *db_url,
-			  struct sp_plugins *plugins, evutil_socket_t fd, int worker)
+                          struct sp_cli_overrides *overrides, const char *db_url,
+                          struct sp_plugins *plugins, evutil_socket_t fd, int worker)
 {
 	pid_t pid = fork();
 	if (pid != 0)
@@ -264,8 +265,8 @@ static pid_t spawn_worker(struct sp_config *cfg, const char *config_path,
 }
 
 static int run_master(struct sp_config *cfg, const char *config_path,
-		      struct sp_cli_overrides *overrides, const char *db_url,
-		      struct sp_plugins *plugins, evutil_socket_t fd, int nworkers)
+                      struct sp_cli_overrides *overrides, const char *db_url,
+                      struct sp_plugins *plugins, evutil_socket_t fd, int nworkers)
 {
 	sigset_t set;
 	sigemptyset(&set);
@@ -317,15 +318,15 @@ static int run_master(struct sp_config *cfg, const char *config_path,
 					exit_code = 1;
 				if (stopping)
 					break;
-				sp_error("worker %d (pid %d) ended unexpectedly (%s %d); restarting",
-					 i + 1, (int)dead, WIFSIGNALED(status) ? "signal" : "status",
-					 WIFSIGNALED(status) ? WTERMSIG(status)
-							     : WEXITSTATUS(status));
+				sp_error(
+				    "worker %d (pid %d) ended unexpectedly (%s %d); restarting",
+				    i + 1, (int)dead, WIFSIGNALED(status) ? "signal" : "status",
+				    WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
 				/* Do not spin on a worker that dies at start. */
 				if (sp_now_us() - started[i] < 1000000u)
 					sleep(1);
 				pids[i] = spawn_worker(cfg, config_path, overrides, db_url, plugins,
-						       fd, i + 1);
+				                       fd, i + 1);
 				started[i] = sp_now_us();
 			}
 		}
@@ -341,26 +342,27 @@ static int run_master(struct sp_config *cfg, const char *config_path,
 
 static void serve_usage(FILE *out)
 {
-	fprintf(out,
-		"Usage: spearhead serve [--config FILE] [--listen HOST:PORT] [--state-dir DIR]\n"
-		"                       [--database URL] [--demo] [--workers N] [--port-file FILE]\n"
-		"                       [--log-level LEVEL] [--no-migrate]\n"
-		"\n"
-		"Runs the HTTP/JSON server. Without a database URL, a private PostgreSQL is\n"
-		"created and run in the state directory (unix socket only) and stopped on exit.\n"
-		"Pending migrations are applied first unless --no-migrate is given.\n"
-		"\n"
-		"  --config FILE       configuration file (see `spearhead check-config --defaults`)\n"
-		"  --listen HOST:PORT  address to listen on (default 127.0.0.1:8080; port 0 = any)\n"
-		"  --state-dir DIR     state directory (default ./spearhead-state)\n"
-		"  --database URL      postgresql:// URL of an existing database\n"
-		"  --demo              load the demo cluster data before serving\n"
-		"  --workers N         worker processes (0 = number of CPUs)\n"
-		"  --port-file FILE    write the bound port to FILE once listening\n"
-		"  --log-level LEVEL   error, warn, info or debug\n"
-		"  --no-migrate        do not apply pending migrations at start\n"
-		"\n"
-		"Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the configuration.\n");
+	fprintf(
+	    out,
+	    "Usage: spearhead serve [--config FILE] [--listen HOST:PORT] [--state-dir DIR]\n"
+	    "                       [--database URL] [--demo] [--workers N] [--port-file FILE]\n"
+	    "                       [--log-level LEVEL] [--no-migrate]\n"
+	    "\n"
+	    "Runs the HTTP/JSON server. Without a database URL, a private PostgreSQL is\n"
+	    "created and run in the state directory (unix socket only) and stopped on exit.\n"
+	    "Pending migrations are applied first unless --no-migrate is given.\n"
+	    "\n"
+	    "  --config FILE       configuration file (see `spearhead check-config --defaults`)\n"
+	    "  --listen HOST:PORT  address to listen on (default 127.0.0.1:8080; port 0 = any)\n"
+	    "  --state-dir DIR     state directory (default ./spearhead-state)\n"
+	    "  --database URL      postgresql:// URL of an existing database\n"
+	    "  --demo              load the demo cluster data before serving\n"
+	    "  --workers N         worker processes (0 = number of CPUs)\n"
+	    "  --port-file FILE    write the bound port to FILE once listening\n"
+	    "  --log-level LEVEL   error, warn, info or debug\n"
+	    "  --no-migrate        do not apply pending migrations at start\n"
+	    "\n"
+	    "Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the configuration.\n");
 }
 
 int sp_cmd_serve(int argc, char **argv)
@@ -390,8 +392,8 @@ int sp_cmd_serve(int argc, char **argv)
 		}
 	}
 	char err[1024];
-	struct sp_config *cfg = sp_cli_load_config(common.config, common.overrides, err,
-						   sizeof(err));
+	struct sp_config *cfg =
+	    sp_cli_load_config(common.config, common.overrides, err, sizeof(err));
 	if (!cfg) {
 		fprintf(stderr, "spearhead serve: %s\n", err);
 		sp_cli_common_free(&common);
@@ -446,14 +448,15 @@ int sp_cmd_serve(int argc, char **argv)
 	unsigned ignored;
 	sp_parse_listen(cfg->listen, host, sizeof(host), &ignored);
 	sp_info("spearhead %s listening on http://%s:%u/ with %ld worker(s); database %s",
-		PACKAGE_VERSION, host, port, nworkers, pg ? "embedded" : "external");
+	        PACKAGE_VERSION, host, port, nworkers, pg ? "embedded" : "external");
 	if (nworkers == 1) {
 		struct sp_config *mine = cfg;
 		cfg = NULL; /* the worker owns it now */
-		exit_code = run_worker(mine, common.config, common.overrides, db_url, plugins, fd, 0);
+		exit_code =
+		    run_worker(mine, common.config, common.overrides, db_url, plugins, fd, 0);
 	} else {
 		exit_code = run_master(cfg, common.config, common.overrides, db_url, plugins, fd,
-				       (int)nworkers);
+		                       (int)nworkers);
 	}
 	free(db_url);
 out:

@@ -26,8 +26,8 @@ struct sp_core {
 	struct sp_plugins *plugins;
 	struct sp_server *server;
 	struct sp_workpool *workpool; /* argon2id off the loop */
-	char instance_id[33]; /* random per process: tells our own NOTIFYs apart */
-	int worker;	      /* 1..N, or 0 when single-process */
+	char instance_id[33];         /* random per process: tells our own NOTIFYs apart */
+	int worker;                   /* 1..N, or 0 when single-process */
 	bool draining;
 	json_t *stored_settings; /* plugin name → settings saved through the API */
 };

@@ -51,8 +51,8 @@ struct conn {
 	struct sp_server *srv;
 	enum conn_state state;
 	uint64_t started_us; /* first byte of the current request */
-	bool reject;	     /* over the connection cap: answer 503 and close */
-	bool killed;	     /* deadline passed: socket shut down */
+	bool reject;         /* over the connection cap: answer 503 and close */
+	bool killed;         /* deadline passed: socket shut down */
 	struct conn *next, *prev;
 };
 
@@ -62,12 +62,12 @@ struct sp_server {
 	struct evhttp_bound_socket *bound;
 	struct event *sweep;
 	struct conn *conns; /* list of live connections */
-	void *by_bev;	    /* tsearch tree: bev → conn */
+	void *by_bev;       /* tsearch tree: bev → conn */
 	int nconns, inflight;
 	int reserve_fd; /* spare fd released to answer 503 when out of descriptors */
 	/* limits, refreshed on SIGHUP */
 	long max_connections, max_body, max_header_bytes, max_headers, head_timeout_s,
-		json_max_depth;
+	    json_max_depth;
 	/* draining */
 	struct event *drain_timer;
 	void (*drain_done)(void *);
@@ -147,13 +147,13 @@ static void sweep_conns(struct sp_server *srv)
 		if (conn_orphaned(c)) {
 			conn_free(srv, c);
 		} else if (c->state == CONN_READING && !c->killed &&
-			   now - c->started_us > (uint64_t)srv->head_timeout_s * 1000000u) {
+		           now - c->started_us > (uint64_t)srv->head_timeout_s * 1000000u) {
 			/* A request that has not fully arrived in time (slowloris). Shutting
 			 * the socket down lets evhttp see EOF and clean up on its own. */
 			evutil_socket_t fd = bufferevent_getfd(c->bev);
 			if (fd >= 0) {
 				sp_info("closing connection: request not received within %ld s",
-					srv->head_timeout_s);
+				        srv->head_timeout_s);
 				shutdown(fd, SHUT_RDWR);
 			}
 			c->killed = true;
@@ -209,11 +209,11 @@ static void listener_error_cb(struct evconnlistener *lev, void *arg)
 	int fd = accept(evconnlistener_get_fd(lev), NULL, NULL);
 	if (fd >= 0) {
 		static const char msg[] =
-			"HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
-			"application/problem+json\r\nConnection: close\r\nRetry-After: 1\r\n"
-			"Content-Length: 100\r\n\r\n"
-			"{\"type\":\"urn:spearhead:problem:unavailable\",\"title\":\"Service "
-			"Unavailable\",\"status\":503}     ";
+		    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+		    "application/problem+json\r\nConnection: close\r\nRetry-After: 1\r\n"
+		    "Content-Length: 100\r\n\r\n"
+		    "{\"type\":\"urn:spearhead:problem:unavailable\",\"title\":\"Service "
+		    "Unavailable\",\"status\":503}     ";
 		ssize_t ignored = send(fd, msg, sizeof(msg) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 		(void)ignored;
 		close(fd);
@@ -242,7 +242,7 @@ static void finish(struct sp_request *req, int status, struct evbuffer *body)
 	const char *route = req->match.entry ? req->match.entry->route.pattern : "unmatched";
 	sp_metrics_observe_request(srv->core->metrics, req->method, route, status, secs);
 	sp_log_access(req->method, req->path ? req->path : "-", status, secs * 1000.0, req->rid,
-		      req->peer);
+	              req->peer);
 	if (req->conn)
 		req->conn->state = CONN_IDLE;
 	evhttp_send_reply(req->ev, status, sp_status_phrase(status), body);
@@ -258,14 +258,14 @@ static void finish(struct sp_request *req, int status, struct evbuffer *body)
 }
 
 void sp_request_reply_raw(struct sp_request *req, int status, const char *content_type,
-			  const void *body, size_t len)
+                          const void *body, size_t len)
 {
 	struct evbuffer *buf = evbuffer_new();
 	if (len)
 		evbuffer_add(buf, body, len);
 	if (content_type)
 		evhttp_add_header(evhttp_request_get_output_headers(req->ev), "Content-Type",
-				  content_type);
+		                  content_type);
 	finish(req, status, buf);
 	evbuffer_free(buf);
 }
@@ -277,7 +277,7 @@ static void reply_json_typed(struct sp_request *req, int status, json_t *body, c
 	if (!text && status != 204) {
 		sp_error("response could not be serialised");
 		text = sp_strdup("{\"type\":\"urn:spearhead:problem:internal\",\"title\":"
-				 "\"Internal Server Error\",\"status\":500}");
+		                 "\"Internal Server Error\",\"status\":500}");
 		status = 500;
 		ctype = SP_PROBLEM_CONTENT_TYPE;
 	}
@@ -294,7 +294,7 @@ void sp_request_reply_json(struct sp_request *req, int status, json_t *body)
 }
 
 void sp_request_reply_problem(struct sp_request *req, int status, const char *title,
-			      const char *detail, json_t *errors)
+                              const char *detail, json_t *errors)
 {
 	json_t *p = sp_problem_new(status, title, detail, errors);
 	char instance[96];
@@ -303,7 +303,7 @@ void sp_request_reply_problem(struct sp_request *req, int status, const char *ti
 	json_object_set_new(p, "request_id", json_string(req->rid));
 	if (status >= 500)
 		sp_warn("%d %s: %s", status, title ? title : sp_status_phrase(status),
-			detail ? detail : "");
+		        detail ? detail : "");
 	reply_json_typed(req, status, p, SP_PROBLEM_CONTENT_TYPE);
 }
 
@@ -318,8 +318,8 @@ void sp_request_reply_db_error(struct sp_request *req, const struct sp_db_result
 	    strncmp(state, "08", 2) == 0 || strcmp(state, "40001") == 0 ||
 	    strcmp(state, "40P01") == 0) {
 		sp_request_add_header(req, "Retry-After", "1");
-		sp_request_reply_problem(req, 503, NULL,
-					 "the database is busy or unavailable; retry shortly", NULL);
+		sp_request_reply_problem(
+		    req, 503, NULL, "the database is busy or unavailable; retry shortly", NULL);
 		return;
 	}
 	if (strcmp(state, "23505") == 0) {
@@ -333,7 +333,7 @@ void sp_request_reply_db_error(struct sp_request *req, const struct sp_db_result
 	}
 	sp_error("query failed (%s): %s", state, sp_db_result_error(res));
 	sp_request_reply_problem(req, 500, NULL, "an internal error occurred; it has been logged",
-				 NULL);
+	                         NULL);
 }
 
 void sp_request_add_header(struct sp_request *req, const char *name, const char *value)
@@ -394,13 +394,12 @@ json_t *sp_request_json(struct sp_request *req)
 	size_t len = evbuffer_get_length(in);
 	if (len == 0) {
 		sp_request_reply_problem(req, 400, "Body required",
-					 "this request needs a JSON body", NULL);
+		                         "this request needs a JSON body", NULL);
 		return NULL;
 	}
 	if (!sp_content_type_is_json(sp_request_header(req, "Content-Type"))) {
-		sp_request_reply_problem(req, 415, NULL,
-					 "the body must be JSON (Content-Type: application/json)",
-					 NULL);
+		sp_request_reply_problem(
+		    req, 415, NULL, "the body must be JSON (Content-Type: application/json)", NULL);
 		return NULL;
 	}
 	char err[256];
@@ -467,8 +466,8 @@ static bool check_limits(struct sp_request *req)
 	if (count > srv->max_headers || bytes > srv->max_header_bytes) {
 		char detail[160];
 		snprintf(detail, sizeof(detail),
-			 "%ld header fields (%ld bytes); the limits are %ld fields and %ld bytes",
-			 count, bytes, srv->max_headers, srv->max_header_bytes);
+		         "%ld header fields (%ld bytes); the limits are %ld fields and %ld bytes",
+		         count, bytes, srv->max_headers, srv->max_header_bytes);
 		sp_request_add_header(req, "Connection", "close");
 		sp_request_reply_problem(req, 431, NULL, detail, NULL);
 		return true;
@@ -477,7 +476,7 @@ static bool check_limits(struct sp_request *req)
 	if ((long)body > srv->max_body) {
 		char detail[160];
 		snprintf(detail, sizeof(detail), "the body has %zu bytes; the limit is %ld", body,
-			 srv->max_body);
+		         srv->max_body);
 		sp_request_add_header(req, "Connection", "close");
 		sp_request_reply_problem(req, 413, NULL, detail, NULL);
 		return true;
@@ -495,7 +494,7 @@ static void dispatch(struct sp_request *req)
 	}
 	if (e->route.access == SP_ACCESS_ADMIN && !req->principal->is_admin) {
 		sp_request_reply_problem(req, 403, NULL, "this route is for cluster staff (admins)",
-					 NULL);
+		                         NULL);
 		return;
 	}
 	const char *plugin = NULL;
@@ -511,15 +510,15 @@ static void auth_done(struct sp_principal *principal, int status, void *arg)
 	struct sp_request *req = arg;
 	if (status == 503) {
 		sp_request_add_header(req, "Retry-After", "1");
-		sp_request_reply_problem(req, 503, NULL,
-					 "credentials cannot be checked: the database is unavailable",
-					 NULL);
+		sp_request_reply_problem(
+		    req, 503, NULL, "credentials cannot be checked: the database is unavailable",
+		    NULL);
 		return;
 	}
 	if (status != 0) {
 		sp_request_add_header(req, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
 		sp_request_reply_problem(req, 401, NULL,
-					 "the bearer token is unknown, expired or revoked", NULL);
+		                         "the bearer token is unknown, expired or revoked", NULL);
 		return;
 	}
 	req->principal = principal;
@@ -568,18 +567,16 @@ static void gen_cb(struct evhttp_request *ev, void *arg)
 
 	if (req->conn && req->conn->reject) {
 		sp_request_add_header(req, "Retry-After", "1");
-		sp_request_reply_problem(req, 503, NULL,
-					 "the server is at its connection limit; retry shortly",
-					 NULL);
+		sp_request_reply_problem(
+		    req, 503, NULL, "the server is at its connection limit; retry shortly", NULL);
 		return;
 	}
 	if (check_limits(req))
 		return;
 
-	enum sp_match_status st = sp_router_match(srv->core->router,
-						  strcmp(req->method, "OPTIONS") == 0 ? "OPTIONS"
-										      : req->method,
-						  req->path, &req->match);
+	enum sp_match_status st = sp_router_match(
+	    srv->core->router, strcmp(req->method, "OPTIONS") == 0 ? "OPTIONS" : req->method,
+	    req->path, &req->match);
 	if (st == SP_MATCH_NOT_FOUND) {
 		sp_request_reply_problem(req, 404, NULL, "no such resource", NULL);
 		return;
@@ -591,8 +588,8 @@ static void gen_cb(struct evhttp_request *ev, void *arg)
 			return;
 		}
 		char detail[160];
-		snprintf(detail, sizeof(detail), "%s is not allowed here; allowed: %s",
-			 req->method, req->match.allow);
+		snprintf(detail, sizeof(detail), "%s is not allowed here; allowed: %s", req->method,
+		         req->match.allow);
 		sp_request_reply_problem(req, 405, NULL, detail, NULL);
 		return;
 	}
@@ -607,7 +604,7 @@ static void gen_cb(struct evhttp_request *ev, void *arg)
 	if (!token) {
 		sp_request_add_header(req, "WWW-Authenticate", "Bearer");
 		sp_request_reply_problem(req, 401, NULL,
-					 "the Authorization header must be 'Bearer <token>'", NULL);
+		                         "the Authorization header must be 'Bearer <token>'", NULL);
 		return;
 	}
 	if (sp_auth_resolve(srv->core->db, token, auth_done, req) < 0)
@@ -633,7 +630,7 @@ evutil_socket_t sp_listen_socket(const char *address, unsigned *port, char *err,
 	int rc = evutil_getaddrinfo(host, portstr, &hints, &ai);
 	if (rc != 0) {
 		snprintf(err, errlen, "cannot resolve listen address '%s': %s", host,
-			 evutil_gai_strerror(rc));
+		         evutil_gai_strerror(rc));
 		return -1;
 	}
 	evutil_socket_t fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -654,7 +651,7 @@ evutil_socket_t sp_listen_socket(const char *address, unsigned *port, char *err,
 	socklen_t sl = sizeof(ss);
 	getsockname(fd, (struct sockaddr *)&ss, &sl);
 	*port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-					 : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	                                 : ntohs(((struct sockaddr_in *)&ss)->sin_port);
 	return fd;
 }
 
@@ -683,9 +680,9 @@ struct sp_server *sp_server_new(struct sp_core *core, evutil_socket_t listen_fd)
 	/* Every method reaches our router, which answers 405 with Allow (evhttp would
 	 * answer 501 for methods outside this set). */
 	evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-						      EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-						      EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH |
-						      EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT);
+	                                          EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+	                                          EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH |
+	                                          EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT);
 	evhttp_set_flags(srv->http, EVHTTP_SERVER_LINGERING_CLOSE);
 	evhttp_set_default_content_type(srv->http, "application/json");
 	evhttp_set_bevcb(srv->http, bev_cb, srv);
@@ -726,7 +723,7 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (srv->inflight > 0)
 		sp_warn("shutdown timeout: %d request(s) still in flight are dropped",
-			srv->inflight);
+		        srv->inflight);
 	void (*done)(void *) = srv->drain_done;
 	srv->drain_done = NULL;
 	if (done)

@@ -40,9 +40,9 @@ void sp_request_reply_db_error(struct sp_request *req, const struct sp_db_result
 json_t *sp_request_json(struct sp_request *req);
 void sp_request_reply_json(struct sp_request *req, int status, json_t *body);
 void sp_request_reply_problem(struct sp_request *req, int status, const char *title,
-			      const char *detail, json_t *errors);
+                              const char *detail, json_t *errors);
 void sp_request_reply_raw(struct sp_request *req, int status, const char *content_type,
-			  const void *body, size_t len);
+                          const void *body, size_t len);
 /* Adds a response header before replying (copied). */
 void sp_request_add_header(struct sp_request *req, const char *name, const char *value);
 

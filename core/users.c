@@ -17,7 +17,7 @@
 /* Opens the configured database (starting the embedded one if needed), brings the
  * core schema up to date and connects. */
 static PGconn *open_db(const char *cmd, struct sp_cli_common *c, struct sp_config **cfg,
-		       struct sp_pgembed **pg)
+                       struct sp_pgembed **pg)
 {
 	char err[1024];
 	*cfg = sp_cli_load_config(c->config, c->overrides, err, sizeof(err));
@@ -32,7 +32,7 @@ static PGconn *open_db(const char *cmd, struct sp_cli_common *c, struct sp_confi
 	}
 	if (sp_run_migrations(url, NULL, false, NULL) < 0) {
 		fprintf(stderr, "spearhead %s: the database schema is not usable (see above)\n",
-			cmd);
+		        cmd);
 		return NULL;
 	}
 	const char *keys[] = { "dbname", "application_name", NULL };
@@ -69,13 +69,13 @@ static const char *take(struct sp_cli_common *c, int *i, const char *flag)
 static void user_usage(FILE *out)
 {
 	fprintf(out,
-		"Usage: spearhead user add --email E [--name NAME] [--admin] [--org ID]\n"
-		"                          [--role member|manager] [--password-stdin]\n"
-		"                          [--config FILE] [--database URL | --state-dir DIR]\n"
-		"\n"
-		"Creates a user. The password is read from standard input with --password-stdin\n"
-		"(one line, at least 8 characters); otherwise one is generated and printed once.\n"
-		"Prints id=<user id> (and password=<generated password>) on standard output.\n");
+	        "Usage: spearhead user add --email E [--name NAME] [--admin] [--org ID]\n"
+	        "                          [--role member|manager] [--password-stdin]\n"
+	        "                          [--config FILE] [--database URL | --state-dir DIR]\n"
+	        "\n"
+	        "Creates a user. The password is read from standard input with --password-stdin\n"
+	        "(one line, at least 8 characters); otherwise one is generated and printed once.\n"
+	        "Prints id=<user id> (and password=<generated password>) on standard output.\n");
 }
 
 int sp_cmd_user(int argc, char **argv)
@@ -136,7 +136,8 @@ int sp_cmd_user(int argc, char **argv)
 		}
 		password[strcspn(password, "\r\n")] = '\0';
 		if (strlen(password) < 8) {
-			fprintf(stderr, "spearhead user add: the password needs 8 characters or more\n");
+			fprintf(stderr,
+			        "spearhead user add: the password needs 8 characters or more\n");
 			sp_cli_common_free(&c);
 			return 2;
 		}
@@ -144,12 +145,13 @@ int sp_cmd_user(int argc, char **argv)
 		unsigned char raw[15];
 		randombytes_buf(raw, sizeof(raw));
 		sodium_bin2base64(password, sizeof(password), raw, sizeof(raw),
-				  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+		                  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 		generated = true;
 	}
 	char hash[crypto_pwhash_STRBYTES];
 	if (sp_password_hash(password, hash, sizeof(hash)) < 0) {
-		fprintf(stderr, "spearhead user add: hashing the password failed (out of memory)\n");
+		fprintf(stderr,
+		        "spearhead user add: hashing the password failed (out of memory)\n");
 		sp_cli_common_free(&c);
 		return 1;
 	}
@@ -163,19 +165,22 @@ int sp_cmd_user(int argc, char **argv)
 		sp_config_free(cfg);
 		return 1;
 	}
-	const char *params[] = { email, name, hash, admin ? "true" : "false", org,
-				 org ? (role ? role : "member") : NULL };
-	PGresult *r = PQexecParams(conn,
-				   "INSERT INTO sp_users (email, display_name, password_hash, "
-				   "is_admin, org_id, org_role) VALUES ($1, $2, $3, $4, $5::uuid, $6) "
-				   "RETURNING id",
-				   6, NULL, params, NULL, NULL, 0);
+	const char *params[] = { email, name,
+		                 hash,  admin ? "true" : "false",
+		                 org,   org ? (role ? role : "member") : NULL };
+	PGresult *r =
+	    PQexecParams(conn,
+	                 "INSERT INTO sp_users (email, display_name, password_hash, "
+	                 "is_admin, org_id, org_role) VALUES ($1, $2, $3, $4, $5::uuid, $6) "
+	                 "RETURNING id",
+	                 6, NULL, params, NULL, NULL, 0);
 	rc = 0;
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
 		const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 		if (state && strcmp(state, "23505") == 0)
-			fprintf(stderr, "spearhead user add: a user with e-mail %s already exists\n",
-				email);
+			fprintf(stderr,
+			        "spearhead user add: a user with e-mail %s already exists\n",
+			        email);
 		else if (state && (strcmp(state, "23503") == 0 || strcmp(state, "22P02") == 0))
 			fprintf(stderr, "spearhead user add: no organisation with id %s\n", org);
 		else if (state && strcmp(state, "23514") == 0)
@@ -188,7 +193,7 @@ int sp_cmd_user(int argc, char **argv)
 		if (generated)
 			printf("password=%s\n", password);
 		fprintf(stderr, "created %s%s%s\n", admin ? "admin " : "user ", email,
-			generated ? " (the generated password is shown once)" : "");
+		        generated ? " (the generated password is shown once)" : "");
 	}
 	PQclear(r);
 	sodium_memzero(password, sizeof(password));
@@ -199,11 +204,11 @@ int sp_cmd_user(int argc, char **argv)
 static void token_usage(FILE *out)
 {
 	fprintf(out,
-		"Usage: spearhead token create --email E [--name N] [--expires-in SECONDS]\n"
-		"                              [--config FILE] [--database URL | --state-dir DIR]\n"
-		"\n"
-		"Creates an API token for the user and prints the token alone on standard\n"
-		"output. It is shown this once; only its digest is stored.\n");
+	        "Usage: spearhead token create --email E [--name N] [--expires-in SECONDS]\n"
+	        "                              [--config FILE] [--database URL | --state-dir DIR]\n"
+	        "\n"
+	        "Creates an API token for the user and prints the token alone on standard\n"
+	        "output. It is shown this once; only its digest is stored.\n");
 }
 
 int sp_cmd_token(int argc, char **argv)
@@ -227,7 +232,8 @@ int sp_cmd_token(int argc, char **argv)
 		else if ((v = take(&c, &i, "--expires-in")))
 			expires = v;
 		else {
-			fprintf(stderr, "spearhead token create: unknown argument '%s'\n", c.rest[i]);
+			fprintf(stderr, "spearhead token create: unknown argument '%s'\n",
+			        c.rest[i]);
 			sp_cli_common_free(&c);
 			return 2;
 		}
@@ -235,7 +241,7 @@ int sp_cmd_token(int argc, char **argv)
 	long secs = 0;
 	if (!email || (expires && sp_parse_long(expires, 60, 10L * 365 * 86400, &secs) < 0)) {
 		fprintf(stderr, "spearhead token create: --email is required; --expires-in is "
-				"seconds between 60 and ten years\n");
+		                "seconds between 60 and ten years\n");
 		sp_cli_common_free(&c);
 		return 2;
 	}
@@ -254,11 +260,11 @@ int sp_cmd_token(int argc, char **argv)
 	snprintf(secs_text, sizeof(secs_text), "%ld", secs);
 	const char *params[] = { email, name, prefix, digest, expires ? secs_text : NULL };
 	PGresult *r = PQexecParams(
-		conn,
-		"INSERT INTO sp_tokens (user_id, kind, name, prefix, digest, expires_at) "
-		"SELECT id, 'api', $2, $3, decode($4, 'hex'), now() + make_interval(secs => $5::int) "
-		"FROM sp_users WHERE lower(email) = lower($1) RETURNING id",
-		5, NULL, params, NULL, NULL, 0);
+	    conn,
+	    "INSERT INTO sp_tokens (user_id, kind, name, prefix, digest, expires_at) "
+	    "SELECT id, 'api', $2, $3, decode($4, 'hex'), now() + make_interval(secs => $5::int) "
+	    "FROM sp_users WHERE lower(email) = lower($1) RETURNING id",
+	    5, NULL, params, NULL, NULL, 0);
 	rc = 0;
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
 		fprintf(stderr, "spearhead token create: %s", PQerrorMessage(conn));

@@ -60,7 +60,7 @@ static size_t utf8_len(const char *s)
 }
 
 const char *sp_check_string(struct sp_check *c, const char *field, bool required, size_t min,
-			    size_t max)
+                            size_t max)
 {
 	json_t *v = get(c, field, required);
 	if (!v)
@@ -79,7 +79,7 @@ const char *sp_check_string(struct sp_check *c, const char *field, bool required
 			snprintf(msg, sizeof(msg), "must not be empty");
 		else
 			snprintf(msg, sizeof(msg), "must have between %zu and %zu characters", min,
-				 max);
+			         max);
 		sp_check_fail(c, field, msg);
 		return NULL;
 	}
@@ -87,7 +87,7 @@ const char *sp_check_string(struct sp_check *c, const char *field, bool required
 }
 
 const char *sp_check_enum(struct sp_check *c, const char *field, bool required,
-			  const char *const *values)
+                          const char *const *values)
 {
 	const char *s = sp_check_string(c, field, required, 1, 100);
 	if (!s)
@@ -105,7 +105,7 @@ const char *sp_check_enum(struct sp_check *c, const char *field, bool required,
 }
 
 long long sp_check_int(struct sp_check *c, const char *field, bool required, long long min,
-		       long long max, bool *present)
+                       long long max, bool *present)
 {
 	json_t *v = get(c, field, required);
 	if (present)

@@ -11,7 +11,7 @@ struct sp_request;
 
 struct sp_check {
 	const json_t *body; /* borrowed */
-	json_t *errors;	    /* owned: field → message */
+	json_t *errors;     /* owned: field → message */
 };
 
 void sp_check_init(struct sp_check *c, const json_t *body);
@@ -23,13 +23,13 @@ void sp_check_known(struct sp_check *c, const char *const *allowed);
 /* A string of min..max characters (UTF-8 code points); NULL when absent or bad.
  * Borrowed from the body. */
 const char *sp_check_string(struct sp_check *c, const char *field, bool required, size_t min,
-			    size_t max);
+                            size_t max);
 /* One of values (NULL-terminated). */
 const char *sp_check_enum(struct sp_check *c, const char *field, bool required,
-			  const char *const *values);
+                          const char *const *values);
 /* An integer in [min, max]; *present false when absent. */
 long long sp_check_int(struct sp_check *c, const char *field, bool required, long long min,
-		       long long max, bool *present);
+                       long long max, bool *present);
 /* ISO 3166-1 alpha-2, upper case ("FR"). */
 const char *sp_check_country(struct sp_check *c, const char *field, bool required);
 /* An e-mail address (one @, no spaces, ≤ 254). */

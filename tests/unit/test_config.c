@@ -32,14 +32,14 @@ int main(void)
 	sp_config_free(c);
 
 	write_file("# comment\n; another\n[server]\nlisten = 0.0.0.0:9000\nworkers = 3\n"
-		   "[database]\nmigrate_on_start = no\n[plugin.example]\ngreeting = Hi there\n");
+	           "[database]\nmigrate_on_start = no\n[plugin.example]\ngreeting = Hi there\n");
 	c = sp_config_load(path, err, sizeof(err));
 	ok(c != NULL, "file loads (%s)", c ? "" : err);
 	is_str(c->listen, "0.0.0.0:9000", "file sets listen");
 	is_int(c->workers, 3, "file sets workers");
 	ok(!c->migrate_on_start, "boolean 'no'");
-	is_str(json_string_value(json_object_get(json_object_get(c->plugin_settings, "example"),
-						 "greeting")),
+	is_str(json_string_value(
+	           json_object_get(json_object_get(c->plugin_settings, "example"), "greeting")),
 	       "Hi there", "plugin section kept as strings");
 	sp_config_free(c);
 
@@ -90,7 +90,7 @@ int main(void)
 	char host[256];
 	unsigned port;
 	ok(sp_parse_listen("[::1]:80", host, sizeof(host), &port) == 0 && !strcmp(host, "::1") &&
-		   port == 80,
+	       port == 80,
 	   "parse IPv6 listen");
 	ok(sp_parse_listen("h:70000", host, sizeof(host), &port) < 0, "port out of range");
 	unlink(path);

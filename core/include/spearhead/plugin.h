@@ -27,14 +27,14 @@
 extern "C" {
 #endif
 
-#define SP_ABI_MAJOR 1
-#define SP_ABI_MINOR 0
+#define SP_ABI_MAJOR    1
+#define SP_ABI_MINOR    0
 #define SP_PLUGIN_MAGIC 0x53504c47u /* "SPLG" */
 
 #if defined(__GNUC__)
 #define SP_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
-#define SP_MUST_CHECK __attribute__((warn_unused_result))
-#define SP_EXPORT __attribute__((visibility("default")))
+#define SP_MUST_CHECK        __attribute__((warn_unused_result))
+#define SP_EXPORT            __attribute__((visibility("default")))
 #else
 #define SP_EXPORT
 #define SP_PRINTF(fmt, args)
@@ -42,12 +42,12 @@ extern "C" {
 #endif
 
 struct sp_api;
-struct sp_plugin;     /* the core's record of one loaded plugin (opaque) */
-struct sp_request;    /* one HTTP request being answered (opaque) */
-struct sp_db_result;  /* one query result, borrowed by callbacks (opaque) */
-struct sp_db_tx;      /* one database transaction (opaque) */
-struct sp_timer;      /* one timer (opaque) */
-struct sp_metric;     /* one metric (opaque) */
+struct sp_plugin;    /* the core's record of one loaded plugin (opaque) */
+struct sp_request;   /* one HTTP request being answered (opaque) */
+struct sp_db_result; /* one query result, borrowed by callbacks (opaque) */
+struct sp_db_tx;     /* one database transaction (opaque) */
+struct sp_timer;     /* one timer (opaque) */
+struct sp_metric;    /* one metric (opaque) */
 
 enum sp_log_level { SP_LOG_ERROR = 0, SP_LOG_WARN = 1, SP_LOG_INFO = 2, SP_LOG_DEBUG = 3 };
 
@@ -63,13 +63,13 @@ enum sp_access {
 typedef void sp_route_fn(struct sp_request *req, void *plugin_state);
 
 struct sp_route {
-	const char *method;	       /* "GET", "POST", "PUT", "PATCH", "DELETE" */
-	const char *pattern;	       /* e.g. "/v1/example/{id}"; must start with "/v1/" */
+	const char *method;  /* "GET", "POST", "PUT", "PATCH", "DELETE" */
+	const char *pattern; /* e.g. "/v1/example/{id}"; must start with "/v1/" */
 	enum sp_access access;
 	sp_route_fn *handler;
-	const char *summary;	       /* one line for the OpenAPI document */
-	const char *request_schema;    /* JSON Schema (text) of the body, or NULL */
-	const char *response_schema;   /* JSON Schema (text) of a 2xx body, or NULL */
+	const char *summary;         /* one line for the OpenAPI document */
+	const char *request_schema;  /* JSON Schema (text) of the body, or NULL */
+	const char *response_schema; /* JSON Schema (text) of a 2xx body, or NULL */
 };
 
 /* Setting types, declared by the plugin; the core validates values against them. */
@@ -81,11 +81,11 @@ enum sp_setting_type {
 };
 
 struct sp_setting {
-	const char *name;	   /* [a-z0-9_]+ */
+	const char *name; /* [a-z0-9_]+ */
 	enum sp_setting_type type;
-	const char *default_json;  /* default as JSON text: "true", "42", "\"hi\"" */
-	double min, max;	   /* bounds for INT/NUMBER, string length for STRING; 0,0 = none */
-	const char *help;	   /* one line; shown in docs and the settings schema */
+	const char *default_json; /* default as JSON text: "true", "42", "\"hi\"" */
+	double min, max;          /* bounds for INT/NUMBER, string length for STRING; 0,0 = none */
+	const char *help;         /* one line; shown in docs and the settings schema */
 };
 
 /* One schema migration owned by the plugin, applied once, in array order. */
@@ -96,11 +96,11 @@ struct sp_migration {
 
 /* Who is calling: resolved from the bearer token before the handler runs. */
 struct sp_principal {
-	const char *user_id;  /* opaque id */
+	const char *user_id; /* opaque id */
 	const char *email;
 	const char *org_id;   /* NULL when the user belongs to no organisation */
 	const char *org_role; /* "member" or "manager"; NULL without organisation */
-	bool is_admin;	      /* cluster staff */
+	bool is_admin;        /* cluster staff */
 };
 
 /* Callbacks. Borrowed arguments are valid only during the call. */
@@ -112,10 +112,10 @@ typedef void sp_timer_fn(void *arg);
 
 /* The descriptor each plugin exports (as const data). */
 struct sp_plugin_desc {
-	uint32_t magic;	     /* SP_PLUGIN_MAGIC */
+	uint32_t magic;      /* SP_PLUGIN_MAGIC */
 	uint16_t abi_major;  /* SP_ABI_MAJOR the plugin was built with */
 	uint16_t abi_minor;  /* SP_ABI_MINOR the plugin was built with */
-	uint32_t size;	     /* sizeof(struct sp_plugin_desc) in the plugin's build */
+	uint32_t size;       /* sizeof(struct sp_plugin_desc) in the plugin's build */
 	const char *name;    /* must equal the module's file name, [a-z0-9_]+ */
 	const char *version; /* the plugin's own version, e.g. "1.2.0" */
 	const char *description;
@@ -125,7 +125,7 @@ struct sp_plugin_desc {
 	 * defaults filled in. Store private state in *state. Return 0, or -1 to be left
 	 * out (log why through api->log first). */
 	int (*init)(const struct sp_api *api, struct sp_plugin *plugin, const json_t *settings,
-		    void **state);
+	            void **state);
 	/* Called once at shutdown (not after a failed init). Free the state. */
 	void (*shutdown)(void *state);
 	/* Optional: new validated settings (borrowed) applied at run time. Return 0 or -1. */
@@ -133,13 +133,13 @@ struct sp_plugin_desc {
 	void *reserved[8]; /* keep zero: room to grow without breaking the ABI */
 };
 
-#define SP_PLUGIN_DESC_HEADER                                                                  \
-	.magic = SP_PLUGIN_MAGIC, .abi_major = SP_ABI_MAJOR, .abi_minor = SP_ABI_MINOR,         \
+#define SP_PLUGIN_DESC_HEADER                                                                      \
+	.magic = SP_PLUGIN_MAGIC, .abi_major = SP_ABI_MAJOR, .abi_minor = SP_ABI_MINOR,            \
 	.size = sizeof(struct sp_plugin_desc)
 
 /* Declares the exported descriptor: SP_PLUGIN_DEFINE(example) = { SP_PLUGIN_DESC_HEADER, ... }; */
-#define SP_PLUGIN_DEFINE(name_)                                                                \
-	extern const struct sp_plugin_desc sp_plugin_##name_;                                   \
+#define SP_PLUGIN_DEFINE(name_)                                                                    \
+	extern const struct sp_plugin_desc sp_plugin_##name_;                                      \
 	SP_EXPORT const struct sp_plugin_desc sp_plugin_##name_
 
 /* Services of the core. All functions take the plugin's handle so that what it
@@ -150,7 +150,7 @@ struct sp_api {
 
 	/* ---- logging ---- */
 	void (*log)(struct sp_plugin *plugin, enum sp_log_level level, const char *fmt, ...)
-		SP_PRINTF(3, 4);
+	    SP_PRINTF(3, 4);
 
 	/* ---- HTTP ---- */
 	/* route is copied. Returns 0, or -1 (bad pattern, not under /v1/, duplicate). */
@@ -169,21 +169,21 @@ struct sp_api {
 	/* Answers with application/problem+json; errors (stolen, may be NULL) is an object
 	 * field → message for validation errors. */
 	void (*reply_problem)(struct sp_request *req, int status, const char *title,
-			      const char *detail, json_t *errors);
+	                      const char *detail, json_t *errors);
 	/* Answers with an arbitrary body (copied). */
 	void (*reply_raw)(struct sp_request *req, int status, const char *content_type,
-			  const void *body, size_t len);
+	                  const void *body, size_t len);
 	/* Answers a failed query: 503 when the database is unavailable, 409 on a unique
 	 * violation, 500 otherwise (the detail is logged, not shown). */
 	void (*reply_db_error)(struct sp_request *req, const struct sp_db_result *res);
 
 	/* ---- database (never blocks the loop) ---- */
 	int (*db_query)(struct sp_plugin *plugin, const char *sql, int nparams,
-			const char *const *params, sp_db_result_fn *cb, void *arg) SP_MUST_CHECK;
+	                const char *const *params, sp_db_result_fn *cb, void *arg) SP_MUST_CHECK;
 	int (*db_tx)(struct sp_plugin *plugin, const char *isolation, int max_retries,
-		     sp_db_tx_fn *body, sp_db_tx_done_fn *done, void *arg) SP_MUST_CHECK;
+	             sp_db_tx_fn *body, sp_db_tx_done_fn *done, void *arg) SP_MUST_CHECK;
 	int (*db_tx_query)(struct sp_db_tx *tx, const char *sql, int nparams,
-			   const char *const *params, sp_db_result_fn *cb, void *arg) SP_MUST_CHECK;
+	                   const char *const *params, sp_db_result_fn *cb, void *arg) SP_MUST_CHECK;
 	void (*db_tx_commit)(struct sp_db_tx *tx);
 	void (*db_tx_rollback)(struct sp_db_tx *tx);
 	bool (*db_ok)(const struct sp_db_result *res);
@@ -191,27 +191,27 @@ struct sp_api {
 	int (*db_ntuples)(const struct sp_db_result *res);
 	const char *(*db_value)(const struct sp_db_result *res, int row, int col);
 	bool (*db_isnull)(const struct sp_db_result *res, int row, int col);
-	json_t *(*db_row_json)(const struct sp_db_result *res, int row);  /* new reference */
-	json_t *(*db_rows_json)(const struct sp_db_result *res);	  /* new reference */
+	json_t *(*db_row_json)(const struct sp_db_result *res, int row); /* new reference */
+	json_t *(*db_rows_json)(const struct sp_db_result *res);         /* new reference */
 
 	/* ---- bus: in-process and across instances ---- */
 	/* pattern: an exact type ("org.updated"), a prefix ("org.*") or "*". */
 	int (*bus_subscribe)(struct sp_plugin *plugin, const char *pattern, sp_bus_fn *cb,
-			     void *arg);
+	                     void *arg);
 	/* data is borrowed (serialised); delivered to local subscribers on the next loop
 	 * turn and to other instances through PostgreSQL NOTIFY. */
 	int (*bus_emit)(struct sp_plugin *plugin, const char *type, json_t *data);
 
 	/* ---- timers ---- */
 	struct sp_timer *(*timer_add)(struct sp_plugin *plugin, unsigned interval_ms, bool repeat,
-				      sp_timer_fn *cb, void *arg);
+	                              sp_timer_fn *cb, void *arg);
 	void (*timer_cancel)(struct sp_timer *timer);
 
 	/* ---- metrics (Prometheus text on /metrics, prefixed spearhead_<plugin>_) ---- */
 	struct sp_metric *(*metric_counter)(struct sp_plugin *plugin, const char *name,
-					    const char *help);
+	                                    const char *help);
 	struct sp_metric *(*metric_gauge)(struct sp_plugin *plugin, const char *name,
-					  const char *help);
+	                                  const char *help);
 	void (*metric_add)(struct sp_metric *metric, double delta);
 	void (*metric_set)(struct sp_metric *metric, double value);
 
@@ -223,8 +223,8 @@ struct sp_api {
 	/* Like db_query, but the statement is prepared once per connection under name
 	 * (unique within the plugin) and reused: for hot queries. */
 	int (*db_query_prepared)(struct sp_plugin *plugin, const char *name, const char *sql,
-				 int nparams, const char *const *params, sp_db_result_fn *cb,
-				 void *arg) SP_MUST_CHECK;
+	                         int nparams, const char *const *params, sp_db_result_fn *cb,
+	                         void *arg) SP_MUST_CHECK;
 
 	/* ---- identity ---- */
 	/* The caller (borrowed, valid until the reply), or NULL when anonymous. */

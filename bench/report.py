@@ -257,9 +257,9 @@ def main():
     r, _, _ = fig.ratio('pg_prepared', 'pg_ceiling')
     if r is not None:
         w('The one-row ceiling sends its SELECT as an unnamed parameterised statement '
-          '(`PQsendQueryParams`), as the database route does (`db_query`); the row above '
-          'shows what preparing it once per connection (`PQsendQueryPrepared`, what '
-          '`db_query_prepared` does) is worth on the bare server: %.2f×.' % r)
+          '(`PQsendQueryParams`), as the database route does (`db_query`). Preparing it '
+          'once per connection instead (`PQsendQueryPrepared`, what `db_query_prepared` '
+          'does) is worth %.2f× on the bare server (the `--prepared` row).' % r)
         w('')
     r, _, _ = fig.ratio('pg_ceiling', 'pgbench')
     if r is not None:

@@ -199,6 +199,55 @@ static const json_t *api_settings(struct sp_plugin *plugin)
 	return sp_plugin_current_settings(plugin);
 }
 
+/* Scorers registered by plugins; few, so a list. */
+struct scorer {
+	struct sp_plugin *owner;
+	char *name;
+	struct sp_scorer_ops ops;
+	struct scorer *next;
+};
+static struct scorer *scorers;
+
+static int api_scorer_register(struct sp_plugin *plugin, const char *name,
+			       const struct sp_scorer_ops *ops)
+{
+	if (!sp_is_ident(name) || !ops || !ops->score || ops->size < sizeof(struct sp_scorer_ops))
+		return -1;
+	for (struct scorer *s = scorers; s; s = s->next)
+		if (strcmp(s->name, name) == 0)
+			return -1;
+	struct scorer *s = sp_calloc(1, sizeof(*s));
+	s->owner = plugin;
+	s->name = sp_strdup(name);
+	s->ops = *ops;
+	s->next = scorers;
+	scorers = s;
+	return 0;
+}
+
+static const struct sp_scorer_ops *api_scorer_find(const char *name)
+{
+	for (struct scorer *s = scorers; name && s; s = s->next)
+		if (strcmp(s->name, name) == 0)
+			return &s->ops;
+	return NULL;
+}
+
+void sp_api_remove_owner(struct sp_plugin *plugin)
+{
+	struct scorer **p = &scorers;
+	while (*p) {
+		if ((*p)->owner == plugin) {
+			struct scorer *dead = *p;
+			*p = dead->next;
+			free(dead->name);
+			free(dead);
+		} else {
+			p = &(*p)->next;
+		}
+	}
+}
+
 const json_t *sp_api_stored_settings(struct sp_core *core, const char *name)
 {
 	return core->stored_settings ? json_object_get(core->stored_settings, name) : NULL;
@@ -242,6 +291,8 @@ static const struct sp_api api_table = {
 	.settings = api_settings,
 	.db_query_prepared = api_db_query_prepared,
 	.req_principal = sp_request_principal,
+	.scorer_register = api_scorer_register,
+	.scorer_find = api_scorer_find,
 };
 
 const struct sp_api *sp_api_table(void)

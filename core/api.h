@@ -7,6 +7,8 @@
 struct sp_core;
 
 const struct sp_api *sp_api_table(void);
+/* Removes what the plugin registered here (scorers). */
+void sp_api_remove_owner(struct sp_plugin *plugin);
 /* Cancels and frees every timer in the list (a plugin's). */
 void sp_api_cancel_timers(struct sp_timer **list);
 /* The settings stored through the API for plugin name (borrowed, may be NULL). */

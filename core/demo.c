@@ -216,7 +216,9 @@ static json_t *load_array(const char *dir, const char *file, char *path, size_t 
 	json_error_t jerr;
 	json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
 	if (!doc) {
-		if (jerr.line < 0)
+		if (jerr.line < 0 && strstr(jerr.text, path)) /* "unable to open PATH: ..." */
+			snprintf(err, errlen, "%s", jerr.text);
+		else if (jerr.line < 0)
 			snprintf(err, errlen, "%s: %s", path, jerr.text);
 		else
 			snprintf(err, errlen, "%s:%d:%d: %s", path, jerr.line, jerr.column,

@@ -508,6 +508,7 @@ static void remove_registrations(struct sp_plugin *p)
 	sp_bus_remove_owner(core->bus, p);
 	sp_metrics_remove_owner(core->metrics, p);
 	sp_api_cancel_timers(&p->timers);
+	sp_api_remove_owner(p);
 }
 
 void sp_plugins_init(struct sp_plugins *ps, struct sp_core *core)

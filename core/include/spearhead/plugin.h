@@ -103,6 +103,38 @@ struct sp_principal {
 	bool is_admin;        /* cluster staff */
 };
 
+/* Matchmaking: a topic entry of a profile, and an organisation's profile as scorers
+ * see it. All strings borrowed for the duration of the call. */
+struct sp_match_topic {
+	const char *slug;
+	int level; /* 1..3 */
+};
+
+struct sp_match_profile {
+	const char *org_id;
+	const char *name;
+	const char *kind; /* sme, large_enterprise, hospital, ... */
+	const char *country;
+	const char *region;
+	const struct sp_match_topic *offers;
+	size_t noffers;
+	const struct sp_match_topic *seeks;
+	size_t nseeks;
+};
+
+/* A scorer re-ranks the candidates the matchmaking index pre-selected. score() returns
+ * a value in [0, 1] and appends its reasons to reasons (borrowed JSON array) as objects
+ * {"topic", "relation", "contribution"} whose contributions sum to the score. sought
+ * is what the requester looks for (may differ from requester->seeks). */
+struct sp_scorer_ops {
+	uint32_t size; /* sizeof(struct sp_scorer_ops) */
+	const char *description;
+	double (*score)(void *state, const struct sp_match_profile *requester,
+			const struct sp_match_topic *sought, size_t nsought,
+			const struct sp_match_profile *candidate, json_t *reasons);
+	void *state; /* handed back to score() */
+};
+
 /* Callbacks. Borrowed arguments are valid only during the call. */
 typedef void sp_db_result_fn(const struct sp_db_result *res, void *arg);
 typedef void sp_db_tx_fn(struct sp_db_tx *tx, void *arg);
@@ -229,6 +261,15 @@ struct sp_api {
 	/* ---- identity ---- */
 	/* The caller (borrowed, valid until the reply), or NULL when anonymous. */
 	const struct sp_principal *(*req_principal)(struct sp_request *req);
+
+	/* ---- matchmaking scorers ---- */
+	/* Registers a scorer under name ([a-z0-9_]+; ops copied, state kept). -1 when the
+	 * name is taken. Removed with the plugin. */
+	int (*scorer_register)(struct sp_plugin *plugin, const char *name,
+			       const struct sp_scorer_ops *ops);
+	/* The scorer registered under name (borrowed; valid while its plugin runs), or
+	 * NULL. */
+	const struct sp_scorer_ops *(*scorer_find)(const char *name);
 };
 
 #ifdef __cplusplus

@@ -3,6 +3,7 @@
 #include "build-config.h"
 #include "cli.h"
 #include "config.h"
+#include "demo.h"
 #include "loader.h"
 #include "log.h"
 #include "pgembed.h"
@@ -371,6 +372,7 @@ int main(int argc, char **argv)
 		{ "plugins", cmd_plugins },
 		{ "user", sp_cmd_user },
 		{ "token", sp_cmd_token },
+		{ "demo", sp_cmd_demo },
 	};
 	for (size_t i = 0; i < SP_ARRAY_LEN(cmds); i++)
 		if (strcmp(cmd, cmds[i].name) == 0)

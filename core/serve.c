@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "config.h"
 #include "db.h"
+#include "demo.h"
 #include "loader.h"
 #include "log.h"
 #include "metrics.h"
@@ -421,8 +422,12 @@ int sp_cmd_serve(int argc, char **argv)
 		free(db_url);
 		goto out;
 	}
-	if (demo)
-		sp_warn("--demo: no demo data set is bundled yet; starting with an empty cluster");
+	/* Once, before workers fork; loading is idempotent, so every start may do it. */
+	if (demo && sp_demo_load(db_url, NULL, true) < 0) {
+		sp_error("refusing to start: the demo data set could not be loaded");
+		free(db_url);
+		goto out;
+	}
 	unsigned port = 0;
 	fd = sp_listen_socket(cfg->listen, &port, err, sizeof(err));
 	if (fd < 0) {

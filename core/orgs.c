@@ -719,10 +719,12 @@ static void member_changed(const struct sp_db_result *res, void *arg)
 		json_t *member = sp_db_result_row_json(res, 0);
 		emit(op->core, "org.members_changed",
 		     json_pack("{s:s, s:O}", "id", op->org_id, "member", member));
-		if (op->extra)
+		if (op->extra) {
+			json_decref(member);
 			sp_request_reply_raw(op->req, 204, NULL, NULL, 0);
-		else
+		} else {
 			sp_request_reply_json(op->req, 200, member);
+		}
 	}
 	op_free(op);
 }

@@ -358,13 +358,19 @@ with tap.guard('the example plugin in a server'), pg, \
                'Good morning', 'the file setting applies again')
         tap.eq(greeting_of(srv), 'Hello', 'and the default where there is no file setting')
 
-    # A value outside the schema is refused: the section is ignored and the server logs why.
+    # A value outside the schema at start: the plugin is left out (rather than run with
+    # settings the operator did not mean), the rest runs, and the log and /v1/plugins say why.
     conf = '[plugin.example]\ngreeting = %s\n' % ('x' * 81)
     with Server(database=pg, env=SERVER_ENV, args=['--workers', '1'],
                 config_text=conf) as srv3:
-        tap.eq(greeting_of(srv3), 'Hello', 'a greeting longer than 80 is refused (default kept)')
+        plugins = {p['name']: p for p in srv3.request('GET', '/v1/plugins').json()['items']}
+        tap.eq(plugins['example']['status'], 'failed',
+               'a greeting longer than 80 in the config file leaves the plugin out')
+        tap.ok('invalid settings' in plugins['example'].get('error', ''),
+               '/v1/plugins gives the reason')
         tap.ok('invalid settings in [plugin.example]' in srv3.log_text(),
                'the refusal is logged')
+        tap.eq(srv3.request('GET', '/health').status, 200, 'the core keeps running')
 
     tap.eq(pg.psql("SELECT count(*) FROM sp_schema_migrations WHERE component = "
                    "'plugin:example' AND status = 'applied'").strip(), '1',

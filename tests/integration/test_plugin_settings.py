@@ -20,7 +20,7 @@ def cli(*args, stdin=None):
                           env=dict(os.environ, **ENV), timeout=120)
 
 
-def wait_for(pred, timeout=5.0):
+def wait_for(pred, timeout=10.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if pred():

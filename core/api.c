@@ -3,6 +3,7 @@
 #include "api.h"
 #include "bus.h"
 #include "db.h"
+#include "jobs.h"
 #include "loader.h"
 #include "log.h"
 #include "metrics.h"
@@ -209,7 +210,7 @@ struct scorer {
 static struct scorer *scorers;
 
 static int api_scorer_register(struct sp_plugin *plugin, const char *name,
-			       const struct sp_scorer_ops *ops)
+                               const struct sp_scorer_ops *ops)
 {
 	if (!sp_is_ident(name) || !ops || !ops->score || ops->size < sizeof(struct sp_scorer_ops))
 		return -1;
@@ -246,6 +247,45 @@ void sp_api_remove_owner(struct sp_plugin *plugin)
 			p = &(*p)->next;
 		}
 	}
+}
+
+static int api_job_handle(struct sp_plugin *plugin, const char *queue, int concurrency,
+                          sp_job_fn *fn, void *arg)
+{
+	struct sp_core *core = sp_plugin_core(plugin);
+	return core->jobs ? sp_jobs_handle(core->jobs, plugin, queue, concurrency, fn, arg) : -1;
+}
+
+static int api_job_enqueue(struct sp_plugin *plugin, const char *queue, const json_t *payload,
+                           unsigned delay_s, const char *dedupe_key, sp_db_result_fn *cb, void *arg)
+{
+	return sp_jobs_enqueue(sp_plugin_core(plugin), NULL, queue, payload, delay_s, dedupe_key,
+	                       cb, arg);
+}
+
+static int api_job_enqueue_tx(struct sp_db_tx *tx, const char *queue, const json_t *payload,
+                              unsigned delay_s, const char *dedupe_key, sp_db_result_fn *cb,
+                              void *arg)
+{
+	return tx ? sp_jobs_enqueue(NULL, tx, queue, payload, delay_s, dedupe_key, cb, arg) : -1;
+}
+
+static int api_channel_register(struct sp_plugin *plugin, const char *name,
+                                enum sp_channel_audience audience)
+{
+	return sp_channels_register(sp_plugin_core(plugin), plugin, name, audience);
+}
+
+static int api_notify_tx(struct sp_db_tx *tx, const struct sp_notification *n, sp_db_result_fn *cb,
+                         void *arg)
+{
+	return tx ? sp_notify(NULL, tx, n, cb, arg) : -1;
+}
+
+static int api_notify(struct sp_plugin *plugin, const struct sp_notification *n,
+                      sp_db_result_fn *cb, void *arg)
+{
+	return sp_notify(sp_plugin_core(plugin), NULL, n, cb, arg);
 }
 
 const json_t *sp_api_stored_settings(struct sp_core *core, const char *name)
@@ -293,6 +333,15 @@ static const struct sp_api api_table = {
 	.req_principal = sp_request_principal,
 	.scorer_register = api_scorer_register,
 	.scorer_find = api_scorer_find,
+	.job_handle = api_job_handle,
+	.job_enqueue = api_job_enqueue,
+	.job_enqueue_tx = api_job_enqueue_tx,
+	.job_finish = sp_job_finish,
+	.job_attempt = sp_job_attempt,
+	.job_id = sp_job_id,
+	.channel_register = api_channel_register,
+	.notify_tx = api_notify_tx,
+	.notify = api_notify,
 };
 
 const struct sp_api *sp_api_table(void)

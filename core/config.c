@@ -66,6 +66,8 @@ static const struct opt options[] = {
 	  OFF(login_window_s), "window in which failed logins are counted" },
 	{ "auth", "password_threads", "SPEARHEAD_PASSWORD_THREADS", OPT_LONG, "2", 1, 64,
 	  OFF(password_threads), "threads per worker hashing passwords (argon2id)" },
+	{ "jobs", "lease_s", "SPEARHEAD_JOBS_LEASE_S", OPT_LONG, "120", 2, 86400, OFF(jobs_lease_s),
+	  "a running job whose worker died is taken over after this many seconds" },
 	{ "paths", "state_dir", "SPEARHEAD_STATE_DIR", OPT_STR, "spearhead-state", 0, 0,
 	  OFF(state_dir), "directory for the embedded PostgreSQL and runtime files" },
 	{ "paths", "plugin_dir", "SPEARHEAD_PLUGIN_DIR", OPT_STR, SP_PLUGINDIR, 0, 0,

@@ -33,6 +33,8 @@ struct sp_config {
 	long login_max_failures; /* per account and per address, per window */
 	long login_window_s;
 	long password_threads; /* argon2id work off the event loop */
+	/* [jobs] */
+	long jobs_lease_s;	/* a claimed job returns to the queue after this long */
 	/* [paths] */
 	char *state_dir;
 	char *plugin_dir;

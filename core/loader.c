@@ -7,6 +7,7 @@
 #include "api.h"
 #include "bus.h"
 #include "config.h"
+#include "jobs.h"
 #include "log.h"
 #include "metrics.h"
 #include "router.h"
@@ -509,6 +510,7 @@ static void remove_registrations(struct sp_plugin *p)
 	sp_metrics_remove_owner(core->metrics, p);
 	sp_api_cancel_timers(&p->timers);
 	sp_api_remove_owner(p);
+	sp_jobs_remove_owner(core->jobs, p);
 }
 
 void sp_plugins_init(struct sp_plugins *ps, struct sp_core *core)

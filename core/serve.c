@@ -19,6 +19,7 @@
 #include "server.h"
 #include "util.h"
 #include "identity.h"
+#include "jobs.h"
 #include "orgs.h"
 #include "topics.h"
 #include "workpool.h"
@@ -196,15 +197,17 @@ static int run_worker(struct sp_config *cfg, const char *config_path,
 	core.bus = sp_bus_new(&core);
 	core.stored_settings = load_stored_settings(db_url);
 	core.workpool = sp_workpool_new(core.base, (int)cfg->password_threads);
+	core.jobs = core.db ? sp_jobs_new(&core) : NULL;
 	if (!core.db || !core.workpool || sp_routes_register(&core) < 0 ||
 	    sp_identity_register(&core) < 0 || sp_orgs_register(&core) < 0 ||
-	    sp_topics_register(&core) < 0)
+	    sp_topics_register(&core) < 0 || sp_jobs_register_routes(&core) < 0)
 		goto out;
 	sp_plugins_init(plugins, &core);
 	core.server = sp_server_new(&core, listen_fd);
 	if (!core.server)
 		goto out;
 	sp_bus_listen(core.bus);
+	sp_jobs_start(core.jobs);
 	sp_routes_listen_settings(&core);
 
 	struct worker_ctx w = { .core = &core, .config_path = config_path, .overrides = overrides };
@@ -230,6 +233,7 @@ out:
 	sp_db_free(core.db);
 	core.db = NULL;
 	sp_plugins_shutdown(plugins);
+	sp_jobs_free(core.jobs);
 	sp_server_free(core.server);
 	sp_bus_free(core.bus);
 	sp_router_free(core.router);

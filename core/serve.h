@@ -14,6 +14,7 @@ struct sp_metrics;
 struct sp_plugins;
 struct sp_server;
 struct sp_workpool;
+struct sp_jobs;
 
 /* Everything one worker process runs; there is one per process. */
 struct sp_core {
@@ -26,6 +27,7 @@ struct sp_core {
 	struct sp_plugins *plugins;
 	struct sp_server *server;
 	struct sp_workpool *workpool; /* argon2id off the loop */
+	struct sp_jobs *jobs;	      /* durable jobs and notification channels */
 	char instance_id[33];         /* random per process: tells our own NOTIFYs apart */
 	int worker;                   /* 1..N, or 0 when single-process */
 	bool draining;

@@ -135,6 +135,35 @@ struct sp_scorer_ops {
 	void *state; /* handed back to score() */
 };
 
+/* Durable jobs (PostgreSQL): a handler gets each claimed job of its queue and must end
+ * it with job_finish, now or later. A job whose worker dies runs again once its lease
+ * ([jobs] lease_s, 120 s by default) expires, so handlers must be idempotent (deliver
+ * at least once). */
+struct sp_job;
+enum sp_job_outcome {
+	SP_JOB_DONE = 0,  /* finished */
+	SP_JOB_RETRY = 1, /* try again later (dead once max attempts are used up) */
+	SP_JOB_FAIL = 2,  /* give up now: dead, kept with its error for admins */
+};
+typedef void sp_job_fn(struct sp_job *job, const json_t *payload, void *arg);
+
+/* Notifications go through an outbox written in the same transaction as their cause;
+ * channel plugins (feed, webhook, e-mail) deliver them from "deliver.<channel>" jobs. */
+enum sp_channel_audience {
+	SP_CHANNEL_USER = 0, /* delivered to a person (in-app feed, e-mail) */
+	SP_CHANNEL_ORG = 1,  /* delivered to an organisation's systems (webhooks) */
+};
+
+struct sp_notification {
+	const char *type;	/* e.g. "registration.promoted" */
+	const char *user_id;	/* the person concerned, or NULL */
+	const char *org_id;	/* the organisation concerned; NULL = the person's own */
+	const char *dedupe_key; /* the same key, recipient and channel make one row */
+	const char *title;	/* one readable line */
+	const char *body;	/* a few lines of plain text */
+	const json_t *data;	/* machine-readable details (borrowed), or NULL */
+};
+
 /* Callbacks. Borrowed arguments are valid only during the call. */
 typedef void sp_db_result_fn(const struct sp_db_result *res, void *arg);
 typedef void sp_db_tx_fn(struct sp_db_tx *tx, void *arg);
@@ -270,6 +299,37 @@ struct sp_api {
 	/* The scorer registered under name (borrowed; valid while its plugin runs), or
 	 * NULL. */
 	const struct sp_scorer_ops *(*scorer_find)(const char *name);
+
+	/* ---- durable jobs ---- */
+	/* Serves queue ([a-z0-9_.]+) with at most concurrency jobs at a time per worker. */
+	int (*job_handle)(struct sp_plugin *plugin, const char *queue, int concurrency,
+			  sp_job_fn *fn, void *arg);
+	/* Adds a job (payload borrowed, may be NULL) to run after delay_s; a job with the
+	 * same queue and dedupe_key (may be NULL) is created only once. cb may be NULL. */
+	int (*job_enqueue)(struct sp_plugin *plugin, const char *queue, const json_t *payload,
+			   unsigned delay_s, const char *dedupe_key, sp_db_result_fn *cb, void *arg);
+	/* The same inside a transaction: the job exists only if the transaction commits. */
+	int (*job_enqueue_tx)(struct sp_db_tx *tx, const char *queue, const json_t *payload,
+			      unsigned delay_s, const char *dedupe_key, sp_db_result_fn *cb,
+			      void *arg);
+	/* Ends a claimed job (error copied, may be NULL). retry_s = 0 uses the default
+	 * backoff: exponential with jitter. The job handle is invalid afterwards. */
+	void (*job_finish)(struct sp_job *job, enum sp_job_outcome outcome, unsigned retry_s,
+			   const char *error);
+	int (*job_attempt)(const struct sp_job *job); /* 1 on the first run */
+	const char *(*job_id)(const struct sp_job *job);
+
+	/* ---- notifications ---- */
+	/* Declares a delivery channel served by a job handler on "deliver.<name>". */
+	int (*channel_register)(struct sp_plugin *plugin, const char *name,
+				enum sp_channel_audience audience);
+	/* Writes a notification to the outbox for every channel of its recipient, inside
+	 * tx: nothing is sent if the transaction rolls back. cb may be NULL. */
+	int (*notify_tx)(struct sp_db_tx *tx, const struct sp_notification *n,
+			 sp_db_result_fn *cb, void *arg);
+	/* The same on its own (when the cause is already committed). */
+	int (*notify)(struct sp_plugin *plugin, const struct sp_notification *n,
+		      sp_db_result_fn *cb, void *arg);
 };
 
 #ifdef __cplusplus

@@ -186,17 +186,19 @@ static void settings_put(struct sp_request *req, void *arg)
 static void settings_fetched(const struct sp_db_result *res, void *arg)
 {
 	struct sp_core *core = arg;
-	if (!sp_db_result_ok(res) || sp_db_result_ntuples(res) != 1)
+	if (!sp_db_result_ok(res))
 		return;
-	const char *name = sp_db_result_value(res, 0, 0);
-	json_t *stored = json_loads(sp_db_result_value(res, 0, 1), 0, NULL);
-	struct sp_plugin *p = sp_plugins_find(core->plugins, name);
-	if (stored) {
-		json_object_set(core->stored_settings, name, stored);
-		if (p)
-			sp_plugin_apply_settings(p, stored);
+	for (int i = 0; i < sp_db_result_ntuples(res); i++) {
+		const char *name = sp_db_result_value(res, i, 0);
+		json_t *stored = json_loads(sp_db_result_value(res, i, 1), 0, NULL);
+		struct sp_plugin *p = sp_plugins_find(core->plugins, name);
+		if (stored) {
+			json_object_set(core->stored_settings, name, stored);
+			if (p)
+				sp_plugin_apply_settings(p, stored); /* no-op when unchanged */
+		}
+		json_decref(stored);
 	}
-	json_decref(stored);
 }
 
 static void on_settings_notify(const char *channel, const char *payload, void *arg)
@@ -212,9 +214,25 @@ static void on_settings_notify(const char *channel, const char *payload, void *a
 		sp_warn("could not refresh the settings of plugin %s", payload);
 }
 
+/* NOTIFY is only a wake-up: one sent before our LISTEN took effect, or while the
+ * listener was reconnecting, is lost. Re-reading everything shortly after start and
+ * then every 30 s bounds how long an instance can miss a change. */
+static void settings_refresh(evutil_socket_t fd, short what, void *arg)
+{
+	struct sp_core *core = arg;
+	if (sp_db_is_up(core->db))
+		sp_db_query(core->db, "SELECT plugin, settings::text FROM sp_plugin_settings", 0,
+			    NULL, settings_fetched, core);
+	struct timeval again = { 30, 0 };
+	event_add(core->settings_timer, &again);
+}
+
 void sp_routes_listen_settings(struct sp_core *core)
 {
 	sp_db_listen(core->db, SP_SETTINGS_CHANNEL, on_settings_notify, core);
+	core->settings_timer = event_new(core->base, -1, 0, settings_refresh, core);
+	struct timeval soon = { 1, 0 };
+	event_add(core->settings_timer, &soon);
 }
 
 static const char plugin_schema[] =

@@ -234,6 +234,8 @@ out:
 	core.db = NULL;
 	sp_plugins_shutdown(plugins);
 	sp_jobs_free(core.jobs);
+	if (core.settings_timer)
+		event_free(core.settings_timer);
 	sp_server_free(core.server);
 	sp_bus_free(core.bus);
 	sp_router_free(core.router);

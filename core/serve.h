@@ -32,6 +32,7 @@ struct sp_core {
 	int worker;                   /* 1..N, or 0 when single-process */
 	bool draining;
 	json_t *stored_settings; /* plugin name → settings saved through the API */
+	struct event *settings_timer; /* re-reads stored settings (NOTIFY can be missed) */
 };
 
 int sp_cmd_serve(int argc, char **argv);

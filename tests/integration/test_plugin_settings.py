@@ -95,7 +95,7 @@ with tap.guard('settings and tokens'), PgCluster() as pg:
         tap.eq(a.request('GET', '/v1/good/hello').json()['greeting'], 'yo',
                'applied at once on this instance')
         tap.ok(wait_for(lambda: b.request('GET', '/v1/good/hello').json()['greeting'] == 'yo'),
-               'and within seconds on the other instance (NOTIFY)')
+               'and within seconds on the other instance (NOTIFY, or the periodic re-read)')
 
         r = a.request('POST', '/v1/good/emit', body={'from': 'a'})
         tap.eq(r.status, 202, 'event emitted on A')

@@ -3,6 +3,7 @@
 #include "api.h"
 #include "bus.h"
 #include "db.h"
+#include "curl.h"
 #include "jobs.h"
 #include "loader.h"
 #include "log.h"
@@ -288,6 +289,11 @@ static int api_notify(struct sp_plugin *plugin, const struct sp_notification *n,
 	return sp_notify(sp_plugin_core(plugin), NULL, n, cb, arg);
 }
 
+static int api_curl_add(struct sp_plugin *plugin, void *easy, sp_curl_done_fn *done, void *arg)
+{
+	return sp_curl_add(sp_plugin_core(plugin)->curl, plugin, easy, done, arg);
+}
+
 const json_t *sp_api_stored_settings(struct sp_core *core, const char *name)
 {
 	return core->stored_settings ? json_object_get(core->stored_settings, name) : NULL;
@@ -342,6 +348,10 @@ static const struct sp_api api_table = {
 	.channel_register = api_channel_register,
 	.notify_tx = api_notify_tx,
 	.notify = api_notify,
+	.curl_add = api_curl_add,
+	.reply_stream_start = sp_request_stream_start,
+	.stream_send = sp_request_stream_send,
+	.stream_end = sp_request_stream_end,
 };
 
 const struct sp_api *sp_api_table(void)

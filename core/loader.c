@@ -7,6 +7,7 @@
 #include "api.h"
 #include "bus.h"
 #include "config.h"
+#include "curl.h"
 #include "jobs.h"
 #include "log.h"
 #include "metrics.h"
@@ -511,6 +512,7 @@ static void remove_registrations(struct sp_plugin *p)
 	sp_api_cancel_timers(&p->timers);
 	sp_api_remove_owner(p);
 	sp_jobs_remove_owner(core->jobs, p);
+	sp_curl_cancel(core->curl, p);
 }
 
 void sp_plugins_init(struct sp_plugins *ps, struct sp_core *core)

@@ -6,6 +6,7 @@
 #include "api.h"
 #include "bus.h"
 #include "cli.h"
+#include "curl.h"
 #include "config.h"
 #include "db.h"
 #include "demo.h"
@@ -198,7 +199,8 @@ static int run_worker(struct sp_config *cfg, const char *config_path,
 	core.stored_settings = load_stored_settings(db_url);
 	core.workpool = sp_workpool_new(core.base, (int)cfg->password_threads);
 	core.jobs = core.db ? sp_jobs_new(&core) : NULL;
-	if (!core.db || !core.workpool || sp_routes_register(&core) < 0 ||
+	core.curl = sp_curl_new(core.base);
+	if (!core.db || !core.workpool || !core.curl || sp_routes_register(&core) < 0 ||
 	    sp_identity_register(&core) < 0 || sp_orgs_register(&core) < 0 ||
 	    sp_topics_register(&core) < 0 || sp_jobs_register_routes(&core) < 0)
 		goto out;
@@ -232,8 +234,10 @@ out:
 	sp_workpool_free(core.workpool);
 	sp_db_free(core.db);
 	core.db = NULL;
+	sp_curl_cancel(core.curl, NULL); /* their done callbacks still find the plugins */
 	sp_plugins_shutdown(plugins);
 	sp_jobs_free(core.jobs);
+	sp_curl_free(core.curl);
 	if (core.settings_timer)
 		event_free(core.settings_timer);
 	sp_server_free(core.server);

@@ -15,6 +15,7 @@ struct sp_plugins;
 struct sp_server;
 struct sp_workpool;
 struct sp_jobs;
+struct sp_curl;
 
 /* Everything one worker process runs; there is one per process. */
 struct sp_core {
@@ -28,6 +29,7 @@ struct sp_core {
 	struct sp_server *server;
 	struct sp_workpool *workpool; /* argon2id off the loop */
 	struct sp_jobs *jobs;	      /* durable jobs and notification channels */
+	struct sp_curl *curl;	      /* outgoing transfers of plugins */
 	char instance_id[33];         /* random per process: tells our own NOTIFYs apart */
 	int worker;                   /* 1..N, or 0 when single-process */
 	bool draining;

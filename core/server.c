@@ -73,6 +73,7 @@ struct sp_server {
 	void (*drain_done)(void *);
 	void *drain_arg;
 	uint64_t drain_deadline_us;
+	struct sp_request *streams; /* answers being streamed (SSE) */
 };
 
 struct sp_request {
@@ -90,6 +91,11 @@ struct sp_request {
 	uint64_t start_us;
 	char peer[64];
 	struct sp_principal *principal; /* owned; NULL when anonymous */
+	/* streamed answers */
+	bool streaming;
+	sp_stream_closed_fn *on_close;
+	void *close_arg;
+	struct sp_request *next_stream, *prev_stream;
 };
 
 static int conn_cmp(const void *a, const void *b)
@@ -223,6 +229,17 @@ static void listener_error_cb(struct evconnlistener *lev, void *arg)
 
 /* ---- replies ---- */
 
+static void request_free(struct sp_request *req)
+{
+	sp_route_match_clear(&req->match);
+	if (req->query_parsed)
+		evhttp_clear_headers(&req->query);
+	json_decref(req->body);
+	sp_principal_free(req->principal);
+	free(req->path);
+	free(req);
+}
+
 static void finish(struct sp_request *req, int status, struct evbuffer *body)
 {
 	struct sp_server *srv = req->srv;
@@ -248,13 +265,103 @@ static void finish(struct sp_request *req, int status, struct evbuffer *body)
 	evhttp_send_reply(req->ev, status, sp_status_phrase(status), body);
 	/* From here evhttp owns and frees req->ev. */
 	srv->inflight--;
-	sp_route_match_clear(&req->match);
-	if (req->query_parsed)
-		evhttp_clear_headers(&req->query);
-	json_decref(req->body);
-	sp_principal_free(req->principal);
-	free(req->path);
-	free(req);
+	request_free(req);
+}
+
+/* ---- streamed answers ---- */
+
+static void stream_unlink(struct sp_request *req)
+{
+	struct sp_server *srv = req->srv;
+	if (req->prev_stream)
+		req->prev_stream->next_stream = req->next_stream;
+	else
+		srv->streams = req->next_stream;
+	if (req->next_stream)
+		req->next_stream->prev_stream = req->prev_stream;
+	srv->inflight--;
+}
+
+/* evhttp is freeing the connection (the client left): the request goes with it. */
+static void stream_conn_closed(struct evhttp_connection *evcon, void *arg)
+{
+	struct sp_request *req = arg;
+	stream_unlink(req);
+	if (req->conn)
+		req->conn->state = CONN_IDLE;
+	if (req->on_close) {
+		sp_log_set_context(req->rid, NULL);
+		req->on_close(req, req->close_arg);
+		sp_log_set_context(NULL, NULL);
+	}
+	request_free(req);
+}
+
+void sp_request_stream_start(struct sp_request *req, int status, const char *content_type,
+			     sp_stream_closed_fn *on_close, void *arg)
+{
+	struct sp_server *srv = req->srv;
+	struct evkeyvalq *out = evhttp_request_get_output_headers(req->ev);
+	evhttp_add_header(out, "X-Request-Id", req->rid);
+	evhttp_add_header(out, "Content-Type", content_type ? content_type : "text/event-stream");
+	evhttp_add_header(out, "Cache-Control", "no-cache");
+	evhttp_add_header(out, "X-Accel-Buffering", "no"); /* nginx: do not buffer */
+	double secs = (double)(sp_now_us() - req->start_us) / 1e6;
+	const char *route = req->match.entry ? req->match.entry->route.pattern : "unmatched";
+	sp_metrics_observe_request(srv->core->metrics, req->method, route, status, secs);
+	sp_log_access(req->method, req->path ? req->path : "-", status, secs * 1000.0, req->rid,
+		      req->peer);
+	req->streaming = true;
+	req->on_close = on_close;
+	req->close_arg = arg;
+	req->next_stream = srv->streams;
+	if (req->next_stream)
+		req->next_stream->prev_stream = req;
+	srv->streams = req;
+	/* A stream is long and quiet on the client's side: no idle timeout, and the
+	 * connection is not reused afterwards. */
+	evhttp_add_header(out, "Connection", "close");
+	evhttp_send_reply_start(req->ev, status, sp_status_phrase(status));
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req->ev);
+	bufferevent_set_timeouts(evhttp_connection_get_bufferevent(evcon), NULL, NULL);
+	evhttp_connection_set_closecb(evcon, stream_conn_closed, req);
+}
+
+int sp_request_stream_send(struct sp_request *req, const void *data, size_t len)
+{
+	if (!req || !req->streaming)
+		return -1;
+	struct evbuffer *buf = evbuffer_new();
+	evbuffer_add(buf, data, len);
+	evhttp_send_reply_chunk(req->ev, buf);
+	evbuffer_free(buf);
+	return 0;
+}
+
+void sp_request_stream_end(struct sp_request *req)
+{
+	if (!req || !req->streaming)
+		return;
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req->ev), NULL, NULL);
+	stream_unlink(req);
+	if (req->conn)
+		req->conn->state = CONN_IDLE;
+	evhttp_send_reply_end(req->ev);
+	request_free(req);
+}
+
+/* At shutdown every stream ends; its owner hears about it through on_close. */
+static void end_streams(struct sp_server *srv)
+{
+	while (srv->streams) {
+		struct sp_request *req = srv->streams;
+		sp_stream_closed_fn *cb = req->on_close;
+		void *arg = req->close_arg;
+		req->on_close = NULL;
+		if (cb)
+			cb(req, arg);
+		sp_request_stream_end(req);
+	}
 }
 
 void sp_request_reply_raw(struct sp_request *req, int status, const char *content_type,
@@ -736,6 +843,7 @@ void sp_server_drain(struct sp_server *srv, int timeout_s, void (*done)(void *),
 		/* Stop accepting; the socket stays open in the other workers. */
 		evconnlistener_disable(evhttp_bound_socket_get_listener(srv->bound));
 	}
+	end_streams(srv);
 	srv->drain_done = done;
 	srv->drain_arg = arg;
 	srv->drain_deadline_us = sp_now_us() + (uint64_t)timeout_s * 1000000u;
@@ -751,6 +859,7 @@ void sp_server_free(struct sp_server *srv)
 		event_free(srv->sweep);
 	if (srv->drain_timer)
 		event_free(srv->drain_timer);
+	end_streams(srv);
 	if (srv->http)
 		evhttp_free(srv->http); /* frees every connection: all are orphaned now */
 	while (srv->conns)

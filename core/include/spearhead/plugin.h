@@ -164,6 +164,13 @@ struct sp_notification {
 	const json_t *data;	/* machine-readable details (borrowed), or NULL */
 };
 
+/* An outgoing transfer finished: easy is the CURL * handed to curl_add (the plugin
+ * cleans it up), curl_code its CURLcode (0 = the transfer worked; check the HTTP status
+ * with curl_easy_getinfo). */
+typedef void sp_curl_done_fn(void *easy, int curl_code, void *arg);
+/* A streamed answer's client went away: no more stream_* calls for req. */
+typedef void sp_stream_closed_fn(struct sp_request *req, void *arg);
+
 /* Callbacks. Borrowed arguments are valid only during the call. */
 typedef void sp_db_result_fn(const struct sp_db_result *res, void *arg);
 typedef void sp_db_tx_fn(struct sp_db_tx *tx, void *arg);
@@ -330,6 +337,22 @@ struct sp_api {
 	/* The same on its own (when the cause is already committed). */
 	int (*notify)(struct sp_plugin *plugin, const struct sp_notification *n,
 		      sp_db_result_fn *cb, void *arg);
+
+	/* ---- outgoing requests (libcurl, without blocking the loop) ---- */
+	/* Runs a prepared CURL easy handle (passed as void * so this header does not need
+	 * curl's); done runs once, later. Transfers still running when the plugin stops
+	 * end with an abort code. */
+	int (*curl_add)(struct sp_plugin *plugin, void *easy, sp_curl_done_fn *done, void *arg);
+
+	/* ---- streamed answers (Server-Sent Events) ---- */
+	/* Sends status and headers now; the answer then stays open. on_close (may be
+	 * NULL) runs if the client leaves or the server stops first. */
+	void (*reply_stream_start)(struct sp_request *req, int status, const char *content_type,
+				   sp_stream_closed_fn *on_close, void *arg);
+	/* Sends one chunk (copied). */
+	int (*stream_send)(struct sp_request *req, const void *data, size_t len);
+	/* Ends the answer; req is invalid afterwards (on_close does not run). */
+	void (*stream_end)(struct sp_request *req);
 };
 
 #ifdef __cplusplus

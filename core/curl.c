@@ -60,7 +60,8 @@ static void check_done(struct sp_curl *c)
 static void sock_cb_ev(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_curl *c = arg;
-	int action = (what & EV_READ ? CURL_CSELECT_IN : 0) | (what & EV_WRITE ? CURL_CSELECT_OUT : 0);
+	int action =
+	    (what & EV_READ ? CURL_CSELECT_IN : 0) | (what & EV_WRITE ? CURL_CSELECT_OUT : 0);
 	curl_multi_socket_action(c->multi, fd, action, &c->running);
 	check_done(c);
 	if (c->running <= 0 && evtimer_pending(c->timer, NULL))
@@ -88,7 +89,7 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *
 		return 0;
 	}
 	short kind = EV_PERSIST | (what & CURL_POLL_IN ? EV_READ : 0) |
-		     (what & CURL_POLL_OUT ? EV_WRITE : 0);
+	             (what & CURL_POLL_OUT ? EV_WRITE : 0);
 	if (!s) {
 		s = sp_calloc(1, sizeof(*s));
 		s->fd = fd;
@@ -165,7 +166,7 @@ void sp_curl_free(struct sp_curl *c)
 }
 
 int sp_curl_add(struct sp_curl *c, struct sp_plugin *plugin, void *easy, sp_curl_done_fn *done,
-		void *arg)
+                void *arg)
 {
 	if (!c || !easy || !done)
 		return -1;

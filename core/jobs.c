@@ -408,6 +408,13 @@ int sp_channels_register(struct sp_core *core, struct sp_plugin *owner, const ch
 	return 0;
 }
 
+void sp_channels_list(struct sp_core *core, json_t *names)
+{
+	for (struct channel *c = core->jobs ? core->jobs->channels : NULL; c; c = c->next)
+		if (c->audience == SP_CHANNEL_USER)
+			json_array_append_new(names, json_string(c->name));
+}
+
 void sp_channels_remove_owner(struct sp_core *core, struct sp_plugin *owner)
 {
 	struct sp_jobs *jobs = core->jobs;
@@ -452,16 +459,25 @@ int sp_notify(struct sp_core *core, struct sp_db_tx *tx, const struct sp_notific
 		                 names,
 		                 audiences };
 	/* One row per channel that fits the recipient: person channels when there is a
-	 * person, organisation channels when there is an organisation (the person's own
-	 * unless given). The trigger on sp_outbox creates the delivery jobs. */
+	 * person (those its preferences choose for this type: the exact type, else the
+	 * longest "prefix.*", else "*"; all when it has none), organisation channels when
+	 * there is an organisation (the person's own unless given). The trigger on
+	 * sp_outbox creates the delivery jobs. */
 	static const char sql[] =
 	    "WITH r AS (SELECT $2::uuid AS user_id, coalesce($3::uuid, (SELECT org_id FROM "
-	    "sp_users WHERE id = $2::uuid)) AS org_id) "
+	    "sp_users WHERE id = $2::uuid)) AS org_id), "
+	    "p AS (SELECT coalesce((SELECT prefs FROM sp_notification_prefs WHERE user_id = "
+	    "r.user_id), (SELECT prefs FROM sp_notification_prefs WHERE org_id = r.org_id)) -> "
+	    "'channels' AS ch FROM r), "
+	    "chosen AS (SELECT (SELECT value FROM jsonb_each(p.ch) WHERE key = $1 OR key = '*' "
+	    "OR (right(key, 2) = '.*' AND starts_with($1, left(key, -1))) ORDER BY (key = $1) "
+	    "DESC, length(key) DESC LIMIT 1) AS list FROM p) "
 	    "INSERT INTO sp_outbox (type, channel, user_id, org_id, dedupe_key, title, body, "
 	    "data) SELECT $1, ch.name, CASE WHEN ch.aud = 'user' THEN r.user_id END, r.org_id, "
-	    "$4, $5, $6, $7::jsonb FROM r, unnest($8::text[], $9::text[]) AS ch(name, aud) "
-	    "WHERE (ch.aud = 'user' AND r.user_id IS NOT NULL) OR (ch.aud = 'org' AND "
-	    "r.org_id IS NOT NULL) ON CONFLICT DO NOTHING";
+	    "$4, $5, $6, $7::jsonb FROM r, chosen, unnest($8::text[], $9::text[]) AS ch(name, "
+	    "aud) WHERE (ch.aud = 'user' AND r.user_id IS NOT NULL AND (chosen.list IS NULL OR "
+	    "chosen.list ? ch.name)) OR (ch.aud = 'org' AND r.org_id IS NOT NULL) "
+	    "ON CONFLICT DO NOTHING";
 	int rc = tx ? sp_db_tx_query(tx, sql, 9, params, cb, arg)
 	            : sp_db_query(jobs->core->db, sql, 9, params, cb, arg);
 	free(data);

@@ -34,6 +34,8 @@ const char *sp_job_id(const struct sp_job *job);
 int sp_channels_register(struct sp_core *core, struct sp_plugin *owner, const char *name,
                          enum sp_channel_audience audience);
 void sp_channels_remove_owner(struct sp_core *core, struct sp_plugin *owner);
+/* Appends the names of the person channels to names (a JSON array). */
+void sp_channels_list(struct sp_core *core, json_t *names);
 /* Writes the notification to the outbox, inside tx when given. */
 int sp_notify(struct sp_core *core, struct sp_db_tx *tx, const struct sp_notification *n,
               sp_db_result_fn *cb, void *arg);

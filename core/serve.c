@@ -22,6 +22,7 @@
 #include "identity.h"
 #include "jobs.h"
 #include "orgs.h"
+#include "prefs.h"
 #include "topics.h"
 #include "workpool.h"
 
@@ -202,7 +203,8 @@ static int run_worker(struct sp_config *cfg, const char *config_path,
 	core.curl = sp_curl_new(core.base);
 	if (!core.db || !core.workpool || !core.curl || sp_routes_register(&core) < 0 ||
 	    sp_identity_register(&core) < 0 || sp_orgs_register(&core) < 0 ||
-	    sp_topics_register(&core) < 0 || sp_jobs_register_routes(&core) < 0)
+	    sp_topics_register(&core) < 0 || sp_jobs_register_routes(&core) < 0 ||
+	    sp_prefs_register(&core) < 0)
 		goto out;
 	sp_plugins_init(plugins, &core);
 	core.server = sp_server_new(&core, listen_fd);

@@ -298,7 +298,7 @@ static void stream_conn_closed(struct evhttp_connection *evcon, void *arg)
 }
 
 void sp_request_stream_start(struct sp_request *req, int status, const char *content_type,
-			     sp_stream_closed_fn *on_close, void *arg)
+                             sp_stream_closed_fn *on_close, void *arg)
 {
 	struct sp_server *srv = req->srv;
 	struct evkeyvalq *out = evhttp_request_get_output_headers(req->ev);
@@ -310,7 +310,7 @@ void sp_request_stream_start(struct sp_request *req, int status, const char *con
 	const char *route = req->match.entry ? req->match.entry->route.pattern : "unmatched";
 	sp_metrics_observe_request(srv->core->metrics, req->method, route, status, secs);
 	sp_log_access(req->method, req->path ? req->path : "-", status, secs * 1000.0, req->rid,
-		      req->peer);
+	              req->peer);
 	req->streaming = true;
 	req->on_close = on_close;
 	req->close_arg = arg;

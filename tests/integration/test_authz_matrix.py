@@ -56,6 +56,12 @@ EXPECT = {
     'PATCH /v1/topics/{id}': 'admin',
     'DELETE /v1/topics/{id}': 'admin',
     'POST /v1/topics/{id}/merge': 'admin',
+    'GET /v1/admin/jobs': 'admin',
+    'POST /v1/admin/jobs/{id}/retry': 'admin',
+    'GET /v1/me/notification-preferences': 'user',
+    'PUT /v1/me/notification-preferences': 'user',
+    'GET /v1/organizations/{id}/notification-preferences': 'inA',
+    'PUT /v1/organizations/{id}/notification-preferences': 'manageA',
     # the "good" test fixture plugin
     'GET /v1/good/hello': 'public',
     'GET /v1/good/rows': 'public',

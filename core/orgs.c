@@ -87,6 +87,18 @@ static const char *org_param(struct sp_request *req)
 	return id;
 }
 
+/* {id} of an organisation the caller may change; answers 404/403 (with why) and
+ * returns NULL otherwise. */
+static const char *managed_org_param(struct sp_request *req, const char *why)
+{
+	const char *id = org_param(req);
+	if (id && !may_manage(sp_request_principal(req), id)) {
+		sp_request_reply_problem(req, 403, NULL, why, NULL);
+		return NULL;
+	}
+	return id;
+}
+
 static void emit(struct sp_core *core, const char *type, json_t *data)
 {
 	sp_bus_emit(core->bus, type, data);
@@ -455,15 +467,10 @@ static bool check_profile_list(struct sp_check *c, const char *relation, json_t 
 
 static void topics_put(struct sp_request *req, void *arg)
 {
-	const char *id = org_param(req);
+	const char *id =
+	    managed_org_param(req, "only admins and this organisation's managers can edit it");
 	if (!id)
 		return;
-	if (!may_manage(sp_request_principal(req), id)) {
-		sp_request_reply_problem(req, 403, NULL,
-		                         "only admins and this organisation's managers can edit it",
-		                         NULL);
-		return;
-	}
 	json_t *body = sp_request_json(req);
 	if (!body)
 		return;
@@ -662,15 +669,10 @@ static void hash_done(void *arg)
 
 static void members_add(struct sp_request *req, void *arg)
 {
-	const char *id = org_param(req);
+	const char *id =
+	    managed_org_param(req, "only admins and this organisation's managers add members");
 	if (!id)
 		return;
-	if (!may_manage(sp_request_principal(req), id)) {
-		sp_request_reply_problem(req, 403, NULL,
-		                         "only admins and this organisation's managers add members",
-		                         NULL);
-		return;
-	}
 	json_t *body = sp_request_json(req);
 	if (!body)
 		return;
@@ -731,16 +733,11 @@ static void member_changed(const struct sp_db_result *res, void *arg)
 
 static void members_update(struct sp_request *req, void *arg)
 {
-	const char *id = org_param(req);
+	const char *id =
+	    managed_org_param(req, "only admins and this organisation's managers change roles");
 	if (!id)
 		return;
 	const char *uid = sp_request_param(req, "user_id");
-	if (!may_manage(sp_request_principal(req), id)) {
-		sp_request_reply_problem(
-		    req, 403, NULL, "only admins and this organisation's managers change roles",
-		    NULL);
-		return;
-	}
 	if (!sp_valid_uuid(uid)) {
 		sp_request_reply_problem(req, 404, NULL, "no such member of this organisation",
 		                         NULL);
@@ -770,16 +767,11 @@ static void members_update(struct sp_request *req, void *arg)
 
 static void members_remove(struct sp_request *req, void *arg)
 {
-	const char *id = org_param(req);
+	const char *id =
+	    managed_org_param(req, "only admins and this organisation's managers remove members");
 	if (!id)
 		return;
 	const char *uid = sp_request_param(req, "user_id");
-	if (!may_manage(sp_request_principal(req), id)) {
-		sp_request_reply_problem(
-		    req, 403, NULL, "only admins and this organisation's managers remove members",
-		    NULL);
-		return;
-	}
 	if (!sp_valid_uuid(uid)) {
 		sp_request_reply_problem(req, 404, NULL, "no such member of this organisation",
 		                         NULL);

@@ -85,9 +85,11 @@ static json_t *check_prefs(struct sp_request *req, json_t *body)
 		return NULL;
 	}
 	sp_check_clear(&c);
-	return json_pack("{s:O, s:O, s:O}", "channels", channels ? channels : json_object(),
-	                 "topics", topics ? topics : json_array(), "reminder_offsets_days",
-	                 offsets ? offsets : json_array());
+	/* Absent parts become empty ones (new references, stolen by "o"). */
+	return json_pack("{s:o, s:o, s:o}", "channels",
+	                 channels ? json_incref(channels) : json_object(), "topics",
+	                 topics ? json_incref(topics) : json_array(), "reminder_offsets_days",
+	                 offsets ? json_incref(offsets) : json_array());
 }
 
 struct op {

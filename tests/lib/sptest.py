@@ -106,7 +106,12 @@ class Tap:
             self.diag(traceback.format_exc().rstrip())
 
     def done(self):
-        """Prints the plan and exits: 1 when a test failed, else 0."""
+        """Prints the plan and exits: 1 when a test failed, else 0. Every server this
+        process ran is checked for sanitizer reports (a leak found at exit, say), so no
+        test can pass with one."""
+        self.ok(not SANITIZER_REPORTS, 'no sanitizer report from any server process')
+        for where, excerpt in SANITIZER_REPORTS:
+            self.diag('%s:\n%s' % (where, excerpt))
         self._print('1..%d' % self.count)
         if self.failed:
             self.diag('failed %d of %d' % (self.failed, self.count))
@@ -379,6 +384,23 @@ def _parse_listen(listen):
     return host, port
 
 
+SANITIZER_REPORTS = []  # (log path, excerpt) of every server that printed one
+_SANITIZER_MARKS = ('ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runtime error:')
+
+
+def _check_sanitizers(path):
+    try:
+        with open(path, encoding='utf-8', errors='replace') as f:
+            text = f.read()
+    except OSError:
+        return
+    for mark in _SANITIZER_MARKS:
+        i = text.find(mark)
+        if i >= 0:
+            SANITIZER_REPORTS.append((path, text[max(0, i - 200):i + 3000]))
+            return
+
+
 class Server:
     """The spearhead binary under test (context manager):
 
@@ -608,6 +630,7 @@ class Server:
                 except HarnessError:
                     pass
             self._stop_embedded_cluster()
+            _check_sanitizers(self.stderr_path)
         finally:
             if _keep():
                 sys.stderr.write('sptest: keeping %s\n' % self.dir)

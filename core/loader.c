@@ -74,8 +74,8 @@ static void open_plugin(struct sp_plugins *ps, const char *dir, const char *name
 
 	for (size_t i = 0; i + 1 < ps->count; i++) {
 		if (strcmp(ps->items[i]->name, name) == 0) {
-			snprintf(why, sizeof(why), "a plugin named '%s' is already loaded from %s",
-			         name, ps->items[i]->path);
+			snprintf(why, sizeof(why),
+			         "a plugin named '%s' is already loaded from another directory", name);
 			goto reject;
 		}
 	}
@@ -86,14 +86,14 @@ static void open_plugin(struct sp_plugins *ps, const char *dir, const char *name
 	p->handle = lt_dlopenadvise(path, advise);
 	lt_dladvise_destroy(&advise);
 	if (!p->handle) {
-		snprintf(why, sizeof(why), "cannot open module %s: %s", path, lt_dlerror());
+		snprintf(why, sizeof(why), "cannot open the module: %s", lt_dlerror());
 		goto reject;
 	}
 	char sym[128];
 	snprintf(sym, sizeof(sym), "sp_plugin_%s", name);
 	const struct sp_plugin_desc *d = lt_dlsym(p->handle, sym);
 	if (!d) {
-		snprintf(why, sizeof(why), "module %s exports no descriptor '%s'", path, sym);
+		snprintf(why, sizeof(why), "the module exports no descriptor '%s'", sym);
 		goto reject;
 	}
 	if (d->magic != SP_PLUGIN_MAGIC) {
@@ -125,7 +125,9 @@ static void open_plugin(struct sp_plugins *ps, const char *dir, const char *name
 	sp_info("plugin %s %s found (%s)", name, d->version ? d->version : "?", path);
 	return;
 reject:
-	sp_error("plugin %s rejected: %s", name, why);
+	/* The reason is shown by GET /v1/plugins, so it names no server paths; the log
+	 * line does. */
+	sp_error("plugin %s rejected (%s): %s", name, path, why);
 	set_error(p, SP_PLUGIN_REJECTED, why);
 	if (p->handle) {
 		lt_dlclose(p->handle);

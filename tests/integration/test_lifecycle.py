@@ -46,7 +46,7 @@ with tap.guard('lifecycle'), PgCluster() as pg:
                'GET /v1/plugins/{name} lists its routes')
         tap.eq(srv.request('GET', '/v1/plugins/nope').status, 404, 'unknown plugin is 404')
         log = srv.log_text()
-        tap.ok('plugin badabi rejected' in log and 'failinit failed to initialise' in log,
+        tap.ok('plugin badabi rejected' in log and '/badabi)' in log and 'failinit failed to initialise' in log,
                'rejections are logged with the reason')
 
         # bus: in-process delivery

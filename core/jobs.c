@@ -155,7 +155,8 @@ static void claim(struct sp_jobs *jobs, struct handler *h)
 	        "locked_by = $3, locked_until = now() + make_interval(secs => "
 	        "$4::int), updated_at = now() WHERE id IN (SELECT id FROM sp_jobs "
 	        "WHERE queue = $1 AND ((state = 'pending' AND run_at <= now()) OR "
-	        "(state = 'running' AND locked_until < now())) ORDER BY run_at, id "
+	        "(state = 'running' AND locked_until < now() AND attempts < max_attempts)) "
+	        "ORDER BY run_at, id "
 	        "LIMIT $2::int FOR UPDATE SKIP LOCKED) "
 	        "RETURNING id, attempts, max_attempts, payload::text",
 	        4, params, claimed, c) < 0) {
@@ -182,7 +183,17 @@ static void poll_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_jobs *jobs = arg;
 	claim_all(jobs);
-	if (++jobs->polls % JANITOR_EVERY == 0 && sp_db_is_up(jobs->core->db))
+	if (!sp_db_is_up(jobs->core->db))
+		return;
+	/* A worker died during the last allowed attempt: the job is dead, not retried. */
+	if (++jobs->polls % 10 == 0)
+		sp_db_query(jobs->core->db,
+		            "UPDATE sp_jobs SET state = 'dead', locked_by = NULL, locked_until = "
+		            "NULL, last_error = 'the worker stopped during the last attempt', "
+		            "updated_at = now() WHERE state = 'running' AND locked_until < now() "
+		            "AND attempts >= max_attempts",
+		            0, NULL, janitor_done, NULL);
+	if (jobs->polls % JANITOR_EVERY == 0)
 		sp_db_query(jobs->core->db,
 		            "DELETE FROM sp_jobs WHERE state = 'done' AND updated_at < now() - "
 		            "interval '7 days'",
@@ -317,11 +328,11 @@ static unsigned backoff_s(int attempt)
 	double base = 5.0;
 	for (int i = 1; i < attempt && base < 3600; i++)
 		base *= 2;
-	if (base > 3600)
-		base = 3600;
 	double jitter = 0.8 + 0.4 * ((double)randombytes_uniform(10001) / 10000.0);
-	unsigned s = (unsigned)(base * jitter);
-	return s ? s : 1;
+	double s = base * jitter;
+	if (s > 3600)
+		s = 3600;
+	return s >= 1 ? (unsigned)s : 1;
 }
 
 void sp_job_finish(struct sp_job *job, enum sp_job_outcome outcome, unsigned retry_s,
@@ -439,15 +450,24 @@ int sp_notify(struct sp_core *core, struct sp_db_tx *tx, const struct sp_notific
 	    (n->user_id && !sp_valid_uuid(n->user_id)) || (n->org_id && !sp_valid_uuid(n->org_id)))
 		return -1;
 	/* Channels as two parallel arrays; names are [a-z0-9_], safe in array literals. */
-	char names[1024] = "{", audiences[1024] = "{";
+	char names[2048] = "{", audiences[2048] = "{";
+	size_t ln = 1, la = 1;
 	for (struct channel *c = jobs->channels; c; c = c->next) {
-		size_t ln = strlen(names), la = strlen(audiences);
-		snprintf(names + ln, sizeof(names) - ln, "%s%s", ln > 1 ? "," : "", c->name);
-		snprintf(audiences + la, sizeof(audiences) - la, "%s%s", la > 1 ? "," : "",
-		         c->audience == SP_CHANNEL_ORG ? "org" : "user");
+		const char *aud = c->audience == SP_CHANNEL_ORG ? "org" : "user";
+		if (ln + strlen(c->name) + 3 > sizeof(names) || la + 6 > sizeof(audiences)) {
+			sp_error("too many notification channels; %s and later ones are skipped",
+			         c->name);
+			break;
+		}
+		ln += (size_t)snprintf(names + ln, sizeof(names) - ln, "%s%s", ln > 1 ? "," : "",
+		                       c->name);
+		la += (size_t)snprintf(audiences + la, sizeof(audiences) - la, "%s%s",
+		                       la > 1 ? "," : "", aud);
 	}
-	strcat(names, "}");
-	strcat(audiences, "}");
+	names[ln++] = '}';
+	names[ln] = '\0';
+	audiences[la++] = '}';
+	audiences[la] = '\0';
 	char *data = n->data ? json_dumps(n->data, JSON_COMPACT) : sp_strdup("{}");
 	const char *params[] = { n->type,
 		                 n->user_id,

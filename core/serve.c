@@ -236,6 +236,8 @@ out:
 	sp_workpool_free(core.workpool);
 	sp_db_free(core.db);
 	core.db = NULL;
+	if (core.server)
+		sp_server_end_streams(core.server); /* streams opened while draining */
 	sp_curl_cancel(core.curl, NULL); /* their done callbacks still find the plugins */
 	sp_plugins_shutdown(plugins);
 	sp_jobs_free(core.jobs);

@@ -351,7 +351,7 @@ void sp_request_stream_end(struct sp_request *req)
 }
 
 /* At shutdown every stream ends; its owner hears about it through on_close. */
-static void end_streams(struct sp_server *srv)
+void sp_server_end_streams(struct sp_server *srv)
 {
 	while (srv->streams) {
 		struct sp_request *req = srv->streams;
@@ -843,7 +843,7 @@ void sp_server_drain(struct sp_server *srv, int timeout_s, void (*done)(void *),
 		/* Stop accepting; the socket stays open in the other workers. */
 		evconnlistener_disable(evhttp_bound_socket_get_listener(srv->bound));
 	}
-	end_streams(srv);
+	sp_server_end_streams(srv);
 	srv->drain_done = done;
 	srv->drain_arg = arg;
 	srv->drain_deadline_us = sp_now_us() + (uint64_t)timeout_s * 1000000u;
@@ -859,7 +859,7 @@ void sp_server_free(struct sp_server *srv)
 		event_free(srv->sweep);
 	if (srv->drain_timer)
 		event_free(srv->drain_timer);
-	end_streams(srv);
+	sp_server_end_streams(srv);
 	if (srv->http)
 		evhttp_free(srv->http); /* frees every connection: all are orphaned now */
 	while (srv->conns)

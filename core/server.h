@@ -20,6 +20,8 @@ void sp_server_apply_limits(struct sp_server *srv, const struct sp_config *cfg);
 /* Stops accepting; done(arg) runs once no request is in flight any more or after
  * timeout_s. New requests on open connections are answered with Connection: close. */
 void sp_server_drain(struct sp_server *srv, int timeout_s, void (*done)(void *), void *arg);
+/* Ends every streamed answer (their on_close runs): before plugins shut down. */
+void sp_server_end_streams(struct sp_server *srv);
 void sp_server_free(struct sp_server *srv);
 int sp_server_inflight(const struct sp_server *srv);
 int sp_server_connections(const struct sp_server *srv);

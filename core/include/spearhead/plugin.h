@@ -311,8 +311,9 @@ struct sp_api {
 	/* Serves queue ([a-z0-9_.]+) with at most concurrency jobs at a time per worker. */
 	int (*job_handle)(struct sp_plugin *plugin, const char *queue, int concurrency,
 			  sp_job_fn *fn, void *arg);
-	/* Adds a job (payload borrowed, may be NULL) to run after delay_s; a job with the
-	 * same queue and dedupe_key (may be NULL) is created only once. cb may be NULL. */
+	/* Adds a job (payload borrowed, may be NULL) to run after delay_s; while a job with
+	 * the same queue and dedupe_key (may be NULL) exists, no second one is created
+	 * (finished jobs are purged after 7 days). cb may be NULL. */
 	int (*job_enqueue)(struct sp_plugin *plugin, const char *queue, const json_t *payload,
 			   unsigned delay_s, const char *dedupe_key, sp_db_result_fn *cb, void *arg);
 	/* The same inside a transaction: the job exists only if the transaction commits. */
@@ -327,11 +328,15 @@ struct sp_api {
 	const char *(*job_id)(const struct sp_job *job);
 
 	/* ---- notifications ---- */
-	/* Declares a delivery channel served by a job handler on "deliver.<name>". */
+	/* Declares a delivery channel ([a-z0-9_], at most 40 characters); the plugin serves
+	 * it with its own job_handle on "deliver.<name>". */
 	int (*channel_register)(struct sp_plugin *plugin, const char *name,
 				enum sp_channel_audience audience);
-	/* Writes a notification to the outbox for every channel of its recipient, inside
-	 * tx: nothing is sent if the transaction rolls back. cb may be NULL. */
+	/* Writes a notification (type and dedupe_key required) to the outbox, inside tx:
+	 * nothing is sent if the transaction rolls back. One row per person channel the
+	 * person's preferences choose for the type (all when none are set) and per
+	 * organisation channel; channels are those registered in this process. cb may be
+	 * NULL. */
 	int (*notify_tx)(struct sp_db_tx *tx, const struct sp_notification *n,
 			 sp_db_result_fn *cb, void *arg);
 	/* The same on its own (when the cause is already committed). */

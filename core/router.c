@@ -220,7 +220,7 @@ enum sp_match_status sp_router_match(const struct sp_router *router, const char 
 	if (!path || strlen(path) >= 2048)
 		return SP_MATCH_NOT_FOUND;
 	char buf[2048];
-	snprintf(buf, sizeof(buf), "%s", path);
+	sp_strlcpy(buf, path, sizeof(buf));
 	char *segs[SP_ROUTE_MAX_SEGS];
 	int n = split_path(buf, segs);
 	if (n < 0)
@@ -232,17 +232,14 @@ enum sp_match_status sp_router_match(const struct sp_router *router, const char 
 		const struct sp_route_entry *e = router->entries[i];
 		if (!path_matches(e, segs, n))
 			continue;
-		/* Prefer the route with more literal segments: /v1/x/me over /v1/x/{id}. */
 		path_known = true;
-		add_allow(m->allow, sizeof(m->allow), e->route.method);
-		if (strcmp(e->route.method, "GET") == 0)
-			add_allow(m->allow, sizeof(m->allow), "HEAD");
 		if (strcmp(e->route.method, want) != 0)
 			continue;
 		if (!found) {
 			found = e;
 			continue;
 		}
+		/* Prefer the route with more literal segments: /v1/x/me over /v1/x/{id}. */
 		for (int s = 0; s < n; s++) {
 			bool fp = is_param_seg(found->segs[s]), ep = is_param_seg(e->segs[s]);
 			if (fp != ep) {
@@ -254,9 +251,19 @@ enum sp_match_status sp_router_match(const struct sp_router *router, const char 
 	}
 	if (!path_known)
 		return SP_MATCH_NOT_FOUND;
-	add_allow(m->allow, sizeof(m->allow), "OPTIONS");
-	if (!found)
+	if (!found) {
+		/* Only now, off the hot path: the methods of the path for 405 and OPTIONS. */
+		for (size_t i = 0; i < router->count; i++) {
+			const struct sp_route_entry *e = router->entries[i];
+			if (!path_matches(e, segs, n))
+				continue;
+			add_allow(m->allow, sizeof(m->allow), e->route.method);
+			if (strcmp(e->route.method, "GET") == 0)
+				add_allow(m->allow, sizeof(m->allow), "HEAD");
+		}
+		add_allow(m->allow, sizeof(m->allow), "OPTIONS");
 		return SP_MATCH_BAD_METHOD;
+	}
 	m->entry = found;
 	for (int i = 0; i < n; i++) {
 		if (!is_param_seg(found->segs[i]))

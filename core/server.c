@@ -74,6 +74,8 @@ struct sp_server {
 	void *drain_arg;
 	uint64_t drain_deadline_us;
 	struct sp_request *streams; /* answers being streamed (SSE) */
+	char rid_prefix[17];
+	unsigned long long rid_counter;
 };
 
 struct sp_request {
@@ -294,6 +296,10 @@ static void stream_conn_closed(struct evhttp_connection *evcon, void *arg)
 		req->on_close(req, req->close_arg);
 		sp_log_set_context(NULL, NULL);
 	}
+	/* An unfinished answer whose client failed is detached from the connection and
+	 * left to us (libevent frees only the requests still attached). */
+	if (!evhttp_request_get_connection(req->ev))
+		evhttp_request_free(req->ev);
 	request_free(req);
 }
 
@@ -546,6 +552,20 @@ static const char *method_name(enum evhttp_cmd_type cmd)
 	return "UNKNOWN";
 }
 
+/* Request ids need to be unique, not secret: a random prefix per process and a counter
+ * (no random-number syscall per request). */
+static void next_request_id(struct sp_server *srv, char *out)
+{
+	if (!srv->rid_prefix[0])
+		sp_random_hex(srv->rid_prefix, 8);
+	static const char hex[] = "0123456789abcdef";
+	unsigned long long n = ++srv->rid_counter;
+	memcpy(out, srv->rid_prefix, 16);
+	for (int i = 31; i >= 16; i--, n >>= 4)
+		out[i] = hex[n & 15];
+	out[32] = '\0';
+}
+
 static bool valid_request_id(const char *s)
 {
 	if (!s)
@@ -660,13 +680,13 @@ static void gen_cb(struct evhttp_request *ev, void *arg)
 		char *addr = NULL;
 		ev_uint16_t port = 0;
 		evhttp_connection_get_peer(evcon, &addr, &port);
-		snprintf(req->peer, sizeof(req->peer), "%s", addr ? addr : "-");
+		sp_strlcpy(req->peer, addr ? addr : "-", sizeof(req->peer));
 	}
 	const char *rid = sp_request_header(req, "X-Request-Id");
 	if (valid_request_id(rid))
-		snprintf(req->rid, sizeof(req->rid), "%s", rid);
+		sp_strlcpy(req->rid, rid, sizeof(req->rid));
 	else
-		sp_random_hex(req->rid, 16);
+		next_request_id(srv, req->rid);
 
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
 	const char *raw_path = uri ? evhttp_uri_get_path(uri) : NULL;

@@ -50,6 +50,15 @@ int sp_parse_long(const char *s, long min, long max, long *out)
 	return 0;
 }
 
+size_t sp_strlcpy(char *dst, const char *src, size_t size)
+{
+	size_t n = strlen(src);
+	size_t k = n < size ? n : size - 1;
+	memcpy(dst, src, k);
+	dst[k] = '\0';
+	return k;
+}
+
 char *sp_strdup(const char *s)
 {
 	char *d = strdup(s ? s : "");

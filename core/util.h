@@ -16,6 +16,9 @@ void sp_rfc3339_now(char *buf, size_t len);
 bool sp_is_ident(const char *s);
 /* Parses a whole decimal integer in [min,max]; returns 0 or -1. */
 int sp_parse_long(const char *s, long min, long max, long *out);
+/* Copies src into dst (size > 0), truncating, always terminated; returns the length.
+ * Cheaper than snprintf("%s") on hot paths. */
+size_t sp_strlcpy(char *dst, const char *src, size_t size);
 /* strdup that aborts on out-of-memory (the core treats OOM as fatal). */
 char *sp_strdup(const char *s);
 void *sp_calloc(size_t n, size_t size);

@@ -9,6 +9,7 @@ carry internals (password hashes, token digests). Requests use dummy targets or 
 bodies so the walk changes nothing."""
 import os
 import re
+import socket
 import subprocess
 import sys
 
@@ -16,8 +17,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 from sptest import PgCluster, Server, Tap  # noqa: E402
 
 FIXTURES = os.environ.get('SP_TEST_FIXTUREDIR', '')
+PLUGINS = os.environ.get('SP_TEST_PLUGINDIR', '/nonexistent')
 BIN = os.environ.get('SPEARHEAD_BIN', './spearhead')
-ENV = {'SPEARHEAD_PLUGIN_PATH': FIXTURES, 'SPEARHEAD_PLUGIN_DIR': '/nonexistent'}
+# Every plugin the build made (SP_TEST_PLUGINDIR) and the test fixtures: all their
+# routes are walked.
+ENV = {'SPEARHEAD_PLUGIN_PATH': FIXTURES, 'SPEARHEAD_PLUGIN_DIR': PLUGINS}
+STREAMS = {'GET /v1/notifications/stream'}  # answers that stay open: status line only
 WHO = ('anon', 'memberA', 'managerA', 'memberB', 'admin')
 DUMMY = '00000000-0000-4000-8000-000000000000'
 
@@ -69,6 +74,11 @@ EXPECT = {
     'POST /v1/good/emit': 'public',
     'GET /v1/good/admin': 'admin',
     'GET /v1/good/seen': 'public',
+    # feed plugin
+    'GET /v1/notifications': 'user',
+    'POST /v1/notifications/{id}/read': 'user',
+    'POST /v1/notifications/read-all': 'user',
+    'GET /v1/notifications/stream': 'user',
 }
 ALLOW = {
     'public': set(WHO),
@@ -80,6 +90,24 @@ ALLOW = {
 FORBIDDEN_TEXT = ('password_hash', '$argon2', 'digest')
 FULL_TOKEN = re.compile(r'sph_[A-Za-z0-9_-]{43}')
 tap = Tap()
+
+
+def stream_status(srv, path, headers):
+    """Status of an answer that stays open (SSE): read the head, then hang up."""
+    s = socket.create_connection(('127.0.0.1', srv.port), timeout=10)
+    try:
+        head = 'GET %s HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n' % path
+        head += ''.join('%s: %s\r\n' % kv for kv in headers.items()) + '\r\n'
+        s.sendall(head.encode())
+        data = b''
+        while b'\r\n\r\n' not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return int(data.split(b' ')[1]), data.decode('latin-1')
+    finally:
+        s.close()
 
 
 def cli(*args, stdin=None):
@@ -144,13 +172,15 @@ with tap.guard('authorization matrix'), PgCluster() as pg:
                 body = {} if method in ('POST', 'PUT', 'PATCH') else None
                 if key == 'PUT /v1/plugins/{name}/settings':
                     body = {'greeting': 'hello'}
-                r = srv.request(method, path, body=body, headers=headers)
-                text = r.body.decode('utf-8', 'replace')
-                results[who] = r.status
-                if who in allowed:
-                    ok = r.status not in (401, 403) and r.status < 500
+                if key in STREAMS:
+                    status, text = stream_status(srv, path, headers)
                 else:
-                    ok = r.status == 401 if who == 'anon' else r.status in (403, 404)
+                    r = srv.request(method, path, body=body, headers=headers)
+                    status, text = r.status, r.body.decode('utf-8', 'replace')
+                if who in allowed:
+                    ok = status not in (401, 403) and status < 500
+                else:
+                    ok = status == 401 if who == 'anon' else status in (403, 404)
                     if ok and who != 'anon':
                         ok = not any(p in text for p in private)
                 leaked = [f for f in FORBIDDEN_TEXT if f in text]
@@ -160,8 +190,8 @@ with tap.guard('authorization matrix'), PgCluster() as pg:
                 if leaked:
                     ok = False
                 if not ok:
-                    tap.diag('%s as %s → %d %s' % (key, who, r.status, text[:200]))
-                results[who] = (r.status, ok)
+                    tap.diag('%s as %s → %d %s' % (key, who, status, text[:200]))
+                results[who] = (status, ok)
             tap.ok(all(v[1] for v in results.values()),
                    '%s: %s' % (key, ' '.join('%s=%d' % (w, results[w][0]) for w in WHO)))
 

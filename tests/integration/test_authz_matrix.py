@@ -79,6 +79,15 @@ EXPECT = {
     'POST /v1/notifications/{id}/read': 'user',
     'POST /v1/notifications/read-all': 'user',
     'GET /v1/notifications/stream': 'user',
+    # webhook plugin: an organisation's managers (and admins)
+    'POST /v1/webhooks': 'manageA',
+    'GET /v1/webhooks': 'manageA',
+    'GET /v1/webhooks/{id}': 'manageA',
+    'PATCH /v1/webhooks/{id}': 'manageA',
+    'DELETE /v1/webhooks/{id}': 'manageA',
+    'POST /v1/webhooks/{id}/rotate-secret': 'manageA',
+    'GET /v1/webhooks/{id}/deliveries': 'manageA',
+    'POST /v1/webhooks/{id}/test': 'manageA',
 }
 ALLOW = {
     'public': set(WHO),

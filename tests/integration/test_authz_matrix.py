@@ -23,6 +23,16 @@ BIN = os.environ.get('SPEARHEAD_BIN', './spearhead')
 # routes are walked.
 ENV = {'SPEARHEAD_PLUGIN_PATH': FIXTURES, 'SPEARHEAD_PLUGIN_DIR': PLUGINS}
 STREAMS = {'GET /v1/notifications/stream'}  # answers that stay open: status line only
+# Routes whose permission check needs a well-formed body to be reached (the events
+# plugin checks organiser rights in the same statement that acts): valid bodies.
+BODIES = {
+    'POST /v1/events': {'title': 'Walk', 'starts_at': '2031-06-01T09:00:00Z',
+                        'ends_at': '2031-06-01T10:00:00Z', 'timezone': 'UTC', 'capacity': 5,
+                        'venue': 'Room 1'},
+    'POST /v1/events/{id}/organisers': {'email': 'nobody@x.example'},
+    'POST /v1/events/{id}/checkin': {'code': 'ABCDEF0123'},
+    'PUT /v1/plugins/{name}/settings': {'greeting': 'hello'},
+}
 WHO = ('anon', 'memberA', 'managerA', 'memberB', 'admin')
 DUMMY = '00000000-0000-4000-8000-000000000000'
 
@@ -88,6 +98,25 @@ EXPECT = {
     'POST /v1/webhooks/{id}/rotate-secret': 'manageA',
     'GET /v1/webhooks/{id}/deliveries': 'manageA',
     'POST /v1/webhooks/{id}/test': 'manageA',
+    # events plugin: an event created by the admin (its only organiser) stands for {id}
+    'GET /v1/events': 'public',
+    'GET /v1/events/{id}': 'public',
+    'GET /v1/events/{id}/calendar.ics': 'public',
+    'POST /v1/events': 'admin',
+    'PATCH /v1/events/{id}': 'admin',
+    'DELETE /v1/events/{id}': 'admin',
+    'POST /v1/events/{id}/publish': 'admin',
+    'POST /v1/events/{id}/close': 'admin',
+    'GET /v1/events/{id}/organisers': 'admin',
+    'POST /v1/events/{id}/organisers': 'admin',
+    'DELETE /v1/events/{id}/organisers/{user_id}': 'admin',
+    'GET /v1/events/{id}/registrations': 'admin',
+    'POST /v1/events/{id}/registrations': 'user',
+    'GET /v1/events/{id}/registrations/{rid}': 'user',
+    'DELETE /v1/events/{id}/registrations/{rid}': 'user',
+    'POST /v1/events/{id}/registrations/{rid}/checkin': 'admin',
+    'POST /v1/events/{id}/checkin': 'admin',
+    'GET /v1/me/registrations': 'user',
 }
 ALLOW = {
     'public': set(WHO),
@@ -162,12 +191,25 @@ with tap.guard('authorization matrix'), PgCluster() as pg:
         stale = sorted(set(EXPECT) - {'%s %s' % r for r in routes})
         tap.eq(stale, [], 'every expectation names a registered route')
 
+        r = srv.request('POST', '/v1/events', headers=H, body={
+            'title': 'Matrix day', 'starts_at': '2031-05-01T09:00:00Z',
+            'ends_at': '2031-05-01T17:00:00Z', 'timezone': 'Europe/Paris', 'capacity': 10})
+        event = r.json().get('id', DUMMY) if r.status == 201 else DUMMY
+
         def fill(path, method):
             destructive = method == 'DELETE' or path.endswith('/merge')
-            return (path.replace('{id}', DUMMY if destructive and 'organizations/{id}/members'
-                                 not in path else (orgA if '/organizations/' in path else
-                                                   ('topic-a' if '/topics/' in path else DUMMY)))
-                    .replace('{user_id}', DUMMY).replace('{name}', 'good'))
+            if destructive and 'organizations/{id}/members' not in path:
+                target = DUMMY
+            elif '/organizations/' in path:
+                target = orgA
+            elif '/topics/' in path:
+                target = 'topic-a'
+            elif path.startswith('/v1/events/'):
+                target = event
+            else:
+                target = DUMMY
+            return (path.replace('{id}', target).replace('{user_id}', DUMMY)
+                    .replace('{rid}', DUMMY).replace('{name}', 'good'))
 
         for method, pattern in routes:
             key = '%s %s' % (method, pattern)
@@ -179,8 +221,7 @@ with tap.guard('authorization matrix'), PgCluster() as pg:
             for who in WHO:
                 headers = {} if who == 'anon' else {'Authorization': 'Bearer ' + tokens[who]}
                 body = {} if method in ('POST', 'PUT', 'PATCH') else None
-                if key == 'PUT /v1/plugins/{name}/settings':
-                    body = {'greeting': 'hello'}
+                body = BODIES.get(key, body)
                 if key in STREAMS:
                     status, text = stream_status(srv, path, headers)
                 else:

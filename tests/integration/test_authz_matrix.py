@@ -38,7 +38,8 @@ DUMMY = '00000000-0000-4000-8000-000000000000'
 
 # Who may pass each route. Shorthands:
 #   public: everyone; user: any signed-in user; admin: cluster staff only;
-#   manageA: admins and org A's managers; inA: admins and org A's people.
+#   manageA: admins and org A's managers; inA: admins and org A's people;
+#   withorg: people who belong to an organisation (the admin here belongs to none).
 EXPECT = {
     'GET /health': 'public',
     'GET /ready': 'public',
@@ -117,6 +118,17 @@ EXPECT = {
     'POST /v1/events/{id}/registrations/{rid}/checkin': 'admin',
     'POST /v1/events/{id}/checkin': 'admin',
     'GET /v1/me/registrations': 'user',
+    # matchmaking plugin
+    'GET /v1/matchmaking/index': 'admin',
+    'POST /v1/matches': 'user',
+    'GET /v1/matches': 'user',
+    'GET /v1/matches/{id}': 'user',
+    'POST /v1/consortia': 'user',
+    'POST /v1/introductions': 'withorg',
+    'GET /v1/introductions': 'user',
+    'GET /v1/introductions/{id}': 'user',
+    'POST /v1/introductions/{id}/accept': 'user',
+    'POST /v1/introductions/{id}/decline': 'user',
 }
 ALLOW = {
     'public': set(WHO),
@@ -124,6 +136,7 @@ ALLOW = {
     'admin': {'admin'},
     'manageA': {'managerA', 'admin'},
     'inA': {'memberA', 'managerA', 'admin'},
+    'withorg': {'memberA', 'managerA', 'memberB'},  # acts for one's own organisation
 }
 FORBIDDEN_TEXT = ('password_hash', '$argon2', 'digest')
 FULL_TOKEN = re.compile(r'sph_[A-Za-z0-9_-]{43}')

@@ -34,7 +34,7 @@ struct sp_config {
 	long login_window_s;
 	long password_threads; /* argon2id work off the event loop */
 	/* [jobs] */
-	long jobs_lease_s;	/* a claimed job returns to the queue after this long */
+	long jobs_lease_s; /* a claimed job returns to the queue after this long */
 	/* [paths] */
 	char *state_dir;
 	char *plugin_dir;

@@ -75,7 +75,8 @@ static void open_plugin(struct sp_plugins *ps, const char *dir, const char *name
 	for (size_t i = 0; i + 1 < ps->count; i++) {
 		if (strcmp(ps->items[i]->name, name) == 0) {
 			snprintf(why, sizeof(why),
-			         "a plugin named '%s' is already loaded from another directory", name);
+			         "a plugin named '%s' is already loaded from another directory",
+			         name);
 			goto reject;
 		}
 	}

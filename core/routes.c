@@ -222,7 +222,7 @@ static void settings_refresh(evutil_socket_t fd, short what, void *arg)
 	struct sp_core *core = arg;
 	if (sp_db_is_up(core->db))
 		sp_db_query(core->db, "SELECT plugin, settings::text FROM sp_plugin_settings", 0,
-			    NULL, settings_fetched, core);
+		            NULL, settings_fetched, core);
 	struct timeval again = { 30, 0 };
 	event_add(core->settings_timer, &again);
 }

@@ -28,12 +28,12 @@ struct sp_core {
 	struct sp_plugins *plugins;
 	struct sp_server *server;
 	struct sp_workpool *workpool; /* argon2id off the loop */
-	struct sp_jobs *jobs;	      /* durable jobs and notification channels */
-	struct sp_curl *curl;	      /* outgoing transfers of plugins */
+	struct sp_jobs *jobs;         /* durable jobs and notification channels */
+	struct sp_curl *curl;         /* outgoing transfers of plugins */
 	char instance_id[33];         /* random per process: tells our own NOTIFYs apart */
 	int worker;                   /* 1..N, or 0 when single-process */
 	bool draining;
-	json_t *stored_settings; /* plugin name → settings saved through the API */
+	json_t *stored_settings;      /* plugin name → settings saved through the API */
 	struct event *settings_timer; /* re-reads stored settings (NOTIFY can be missed) */
 };
 

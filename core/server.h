@@ -46,7 +46,7 @@ void sp_request_reply_problem(struct sp_request *req, int status, const char *ti
 void sp_request_reply_raw(struct sp_request *req, int status, const char *content_type,
                           const void *body, size_t len);
 void sp_request_stream_start(struct sp_request *req, int status, const char *content_type,
-			     sp_stream_closed_fn *on_close, void *arg);
+                             sp_stream_closed_fn *on_close, void *arg);
 int sp_request_stream_send(struct sp_request *req, const void *data, size_t len);
 void sp_request_stream_end(struct sp_request *req);
 /* Adds a response header before replying (copied). */

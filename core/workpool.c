@@ -17,7 +17,7 @@ struct job {
 struct sp_workpool {
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
-	struct job *todo, *todo_tail, *finished;
+	struct job *queue, *queue_tail, *finished;
 	struct event *finished_ev;
 	pthread_t *threads;
 	int nthreads;
@@ -29,14 +29,14 @@ static void *thread_main(void *arg)
 	struct sp_workpool *pool = arg;
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {
-		while (!pool->todo && !pool->stopping)
+		while (!pool->queue && !pool->stopping)
 			pthread_cond_wait(&pool->wake, &pool->lock);
-		if (!pool->todo)
+		if (!pool->queue)
 			break; /* stopping and nothing left */
-		struct job *j = pool->todo;
-		pool->todo = j->next;
-		if (!pool->todo)
-			pool->todo_tail = NULL;
+		struct job *j = pool->queue;
+		pool->queue = j->next;
+		if (!pool->queue)
+			pool->queue_tail = NULL;
 		pthread_mutex_unlock(&pool->lock);
 		j->work(j->arg);
 		pthread_mutex_lock(&pool->lock);
@@ -119,11 +119,11 @@ int sp_workpool_submit(struct sp_workpool *pool, sp_work_fn *work, sp_work_fn *d
 	j->done = done;
 	j->arg = arg;
 	pthread_mutex_lock(&pool->lock);
-	if (pool->todo_tail)
-		pool->todo_tail->next = j;
+	if (pool->queue_tail)
+		pool->queue_tail->next = j;
 	else
-		pool->todo = j;
-	pool->todo_tail = j;
+		pool->queue = j;
+	pool->queue_tail = j;
 	pthread_cond_signal(&pool->wake);
 	pthread_mutex_unlock(&pool->lock);
 	return 0;

@@ -130,8 +130,8 @@ struct sp_scorer_ops {
 	uint32_t size; /* sizeof(struct sp_scorer_ops) */
 	const char *description;
 	double (*score)(void *state, const struct sp_match_profile *requester,
-			const struct sp_match_topic *sought, size_t nsought,
-			const struct sp_match_profile *candidate, json_t *reasons);
+	                const struct sp_match_topic *sought, size_t nsought,
+	                const struct sp_match_profile *candidate, json_t *reasons);
 	void *state; /* handed back to score() */
 };
 
@@ -155,13 +155,13 @@ enum sp_channel_audience {
 };
 
 struct sp_notification {
-	const char *type;	/* e.g. "registration.promoted" */
-	const char *user_id;	/* the person concerned, or NULL */
-	const char *org_id;	/* the organisation concerned; NULL = the person's own */
+	const char *type;       /* e.g. "registration.promoted" */
+	const char *user_id;    /* the person concerned, or NULL */
+	const char *org_id;     /* the organisation concerned; NULL = the person's own */
 	const char *dedupe_key; /* the same key, recipient and channel make one row */
-	const char *title;	/* one readable line */
-	const char *body;	/* a few lines of plain text */
-	const json_t *data;	/* machine-readable details (borrowed), or NULL */
+	const char *title;      /* one readable line */
+	const char *body;       /* a few lines of plain text */
+	const json_t *data;     /* machine-readable details (borrowed), or NULL */
 };
 
 /* An outgoing transfer finished: easy is the CURL * handed to curl_add (the plugin
@@ -302,7 +302,7 @@ struct sp_api {
 	/* Registers a scorer under name ([a-z0-9_]+; ops copied, state kept). -1 when the
 	 * name is taken. Removed with the plugin. */
 	int (*scorer_register)(struct sp_plugin *plugin, const char *name,
-			       const struct sp_scorer_ops *ops);
+	                       const struct sp_scorer_ops *ops);
 	/* The scorer registered under name (borrowed; valid while its plugin runs), or
 	 * NULL. */
 	const struct sp_scorer_ops *(*scorer_find)(const char *name);
@@ -310,20 +310,21 @@ struct sp_api {
 	/* ---- durable jobs ---- */
 	/* Serves queue ([a-z0-9_.]+) with at most concurrency jobs at a time per worker. */
 	int (*job_handle)(struct sp_plugin *plugin, const char *queue, int concurrency,
-			  sp_job_fn *fn, void *arg);
+	                  sp_job_fn *fn, void *arg);
 	/* Adds a job (payload borrowed, may be NULL) to run after delay_s; while a job with
 	 * the same queue and dedupe_key (may be NULL) exists, no second one is created
 	 * (finished jobs are purged after 7 days). cb may be NULL. */
 	int (*job_enqueue)(struct sp_plugin *plugin, const char *queue, const json_t *payload,
-			   unsigned delay_s, const char *dedupe_key, sp_db_result_fn *cb, void *arg);
+	                   unsigned delay_s, const char *dedupe_key, sp_db_result_fn *cb,
+	                   void *arg);
 	/* The same inside a transaction: the job exists only if the transaction commits. */
 	int (*job_enqueue_tx)(struct sp_db_tx *tx, const char *queue, const json_t *payload,
-			      unsigned delay_s, const char *dedupe_key, sp_db_result_fn *cb,
-			      void *arg);
+	                      unsigned delay_s, const char *dedupe_key, sp_db_result_fn *cb,
+	                      void *arg);
 	/* Ends a claimed job (error copied, may be NULL). retry_s = 0 uses the default
 	 * backoff: exponential with jitter. The job handle is invalid afterwards. */
 	void (*job_finish)(struct sp_job *job, enum sp_job_outcome outcome, unsigned retry_s,
-			   const char *error);
+	                   const char *error);
 	int (*job_attempt)(const struct sp_job *job); /* 1 on the first run */
 	const char *(*job_id)(const struct sp_job *job);
 
@@ -331,17 +332,17 @@ struct sp_api {
 	/* Declares a delivery channel ([a-z0-9_], at most 40 characters); the plugin serves
 	 * it with its own job_handle on "deliver.<name>". */
 	int (*channel_register)(struct sp_plugin *plugin, const char *name,
-				enum sp_channel_audience audience);
+	                        enum sp_channel_audience audience);
 	/* Writes a notification (type and dedupe_key required) to the outbox, inside tx:
 	 * nothing is sent if the transaction rolls back. One row per person channel the
 	 * person's preferences choose for the type (all when none are set) and per
 	 * organisation channel; channels are those registered in this process. cb may be
 	 * NULL. */
-	int (*notify_tx)(struct sp_db_tx *tx, const struct sp_notification *n,
-			 sp_db_result_fn *cb, void *arg);
+	int (*notify_tx)(struct sp_db_tx *tx, const struct sp_notification *n, sp_db_result_fn *cb,
+	                 void *arg);
 	/* The same on its own (when the cause is already committed). */
 	int (*notify)(struct sp_plugin *plugin, const struct sp_notification *n,
-		      sp_db_result_fn *cb, void *arg);
+	              sp_db_result_fn *cb, void *arg);
 
 	/* ---- outgoing requests (libcurl, without blocking the loop) ---- */
 	/* Runs a prepared CURL easy handle (passed as void * so this header does not need
@@ -353,7 +354,7 @@ struct sp_api {
 	/* Sends status and headers now; the answer then stays open. on_close (may be
 	 * NULL) runs if the client leaves or the server stops first. */
 	void (*reply_stream_start)(struct sp_request *req, int status, const char *content_type,
-				   sp_stream_closed_fn *on_close, void *arg);
+	                           sp_stream_closed_fn *on_close, void *arg);
 	/* Sends one chunk (copied). */
 	int (*stream_send)(struct sp_request *req, const void *data, size_t len);
 	/* Ends the answer; req is invalid afterwards (on_close does not run). */

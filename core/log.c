@@ -1,16 +1,28 @@
-/* log.c — logfmt lines on stderr: ts, level, worker, rid, plugin, msg. One write()
- * per line so lines from several workers never interleave. */
+/* log.c — logfmt lines on stderr: ts, level, worker, rid, plugin, msg. Each write()
+ * holds whole lines and at most PIPE_BUF bytes, so lines from several workers sharing
+ * a pipe never interleave. */
 #include "log.h"
 #include "util.h"
 
+#include <event2/event.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static enum sp_log_level current_level = SP_LOG_INFO;
 static const char *ctx_rid;
 static const char *ctx_plugin;
 static int worker_id;
+
+/* In a worker's event loop, info and debug lines (one access line per request) are
+ * gathered and written together once per loop pass: a write() per request cost more
+ * than the rest of a /health answer. Warnings and errors flush them first and go out
+ * at once, so order is kept and nothing important waits. */
+static struct event *flush_timer;
+static char pending[PIPE_BUF];
+static size_t pending_len;
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
@@ -100,19 +112,82 @@ static size_t put_fmt(char *buf, size_t pos, size_t cap, const char *fmt, ...)
 	return pos < cap ? pos : cap - 1;
 }
 
-static void emit(char *buf, size_t pos, size_t cap)
+static void write_all(const char *buf, size_t len)
+{
+	ssize_t ignored = write(STDERR_FILENO, buf, len);
+	(void)ignored;
+}
+
+void sp_log_flush(void)
+{
+	if (pending_len)
+		write_all(pending, pending_len);
+	pending_len = 0;
+}
+
+static void on_flush_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	sp_log_flush();
+}
+
+void sp_log_attach(struct event_base *base)
+{
+	sp_log_detach();
+	flush_timer = evtimer_new(base, on_flush_timer, NULL);
+}
+
+void sp_log_detach(void)
+{
+	sp_log_flush();
+	if (flush_timer)
+		event_free(flush_timer);
+	flush_timer = NULL;
+}
+
+static void emit(char *buf, size_t pos, size_t cap, bool deferrable)
 {
 	if (pos >= cap - 1)
 		pos = cap - 2;
 	buf[pos++] = '\n';
-	ssize_t ignored = write(STDERR_FILENO, buf, pos);
-	(void)ignored;
+	if (!deferrable || !flush_timer || pos > sizeof(pending)) {
+		sp_log_flush();
+		write_all(buf, pos);
+		return;
+	}
+	if (pending_len + pos > sizeof(pending))
+		sp_log_flush();
+	memcpy(pending + pending_len, buf, pos);
+	pending_len += pos;
+	if (!evtimer_pending(flush_timer, NULL)) {
+		/* A zero timeout runs after the callbacks of this loop pass. */
+		static const struct timeval now = { 0, 0 };
+		evtimer_add(flush_timer, &now);
+	}
+}
+
+/* "2026-12-03T06:01:02.345Z": the part up to the seconds is formatted once a second. */
+static void put_timestamp(char *buf, size_t cap)
+{
+	static time_t cached_sec = -1;
+	static char cached[24];
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if (ts.tv_sec != cached_sec) {
+		struct tm tm;
+		gmtime_r(&ts.tv_sec, &tm);
+		strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S", &tm);
+		cached_sec = ts.tv_sec;
+	}
+	snprintf(buf, cap, "%s.%03ldZ", cached, ts.tv_nsec / 1000000L);
 }
 
 static size_t put_head(char *buf, size_t cap, const char *level)
 {
 	char ts[40];
-	sp_rfc3339_now(ts, sizeof(ts));
+	put_timestamp(ts, sizeof(ts));
 	size_t pos = put_fmt(buf, 0, cap, "ts=%s level=%s", ts, level);
 	if (worker_id)
 		pos = put_fmt(buf, pos, cap, " worker=%d", worker_id);
@@ -135,7 +210,7 @@ void sp_logv(enum sp_log_level level, const char *plugin, const char *fmt, va_li
 		pos = put_fmt(buf, pos, sizeof(buf), " rid=%s", ctx_rid);
 	pos = put_fmt(buf, pos, sizeof(buf), " msg=");
 	pos = put_quoted(buf, pos, sizeof(buf), msg);
-	emit(buf, pos, sizeof(buf));
+	emit(buf, pos, sizeof(buf), level >= SP_LOG_INFO);
 }
 
 void sp_log(enum sp_log_level level, const char *fmt, ...)
@@ -157,5 +232,5 @@ void sp_log_access(const char *method, const char *path, int status, double ms, 
 	pos = put_quoted(buf, pos, sizeof(buf), path);
 	pos = put_fmt(buf, pos, sizeof(buf), " status=%d duration_ms=%.3f rid=%s peer=%s", status,
 	              ms, rid ? rid : "-", peer ? peer : "-");
-	emit(buf, pos, sizeof(buf));
+	emit(buf, pos, sizeof(buf), true);
 }

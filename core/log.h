@@ -15,6 +15,12 @@ const char *sp_log_level_name(enum sp_log_level level);
  * the request id being handled and the plugin running. */
 void sp_log_set_context(const char *request_id, const char *plugin);
 void sp_log_get_context(const char **request_id, const char **plugin);
+/* While attached to a worker's event loop, info and debug lines are written together
+ * once per loop pass; detach (or flush) before the loop goes and before exiting. */
+struct event_base;
+void sp_log_attach(struct event_base *base);
+void sp_log_detach(void);
+void sp_log_flush(void);
 /* Identifies the process in multi-worker mode (0 = master / single). */
 void sp_log_set_worker(int worker);
 

@@ -184,6 +184,7 @@ static int run_worker(struct sp_config *cfg, const char *config_path,
 		sp_error("cannot create the event loop");
 		return 1;
 	}
+	sp_log_attach(core.base);
 	struct sp_db_options dbo = {
 		.url = db_url,
 		.pool_size = (int)cfg->pool_size,
@@ -250,6 +251,7 @@ out:
 	sp_metrics_free(core.metrics);
 	json_decref(core.stored_settings);
 	sp_config_free(core.cfg);
+	sp_log_detach();
 	event_base_free(core.base);
 	sp_info("worker stopped");
 	return rc;

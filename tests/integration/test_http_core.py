@@ -8,7 +8,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
-from sptest import PgCluster, Server, Tap  # noqa: E402
+from sptest import PgCluster, Server, Tap, wait_for  # noqa: E402
 
 FIXTURES = os.environ.get('SP_TEST_FIXTUREDIR', '')
 tap = Tap()
@@ -80,7 +80,9 @@ with tap.guard('HTTP core'), PgCluster() as pg, \
     r = srv.request('GET', '/health', headers={'X-Request-Id': 'bad id with spaces'})
     tap.ok(r.headers.get('X-Request-Id') != 'bad id with spaces',
            'an invalid X-Request-Id is replaced')
-    tap.ok('rid=abc-123.X_y' in srv.log_text(), 'the request id is in the access log line')
+    # Access lines are written once per loop pass: wait for that pass.
+    tap.ok(wait_for(lambda: 'rid=abc-123.X_y' in srv.log_text()),
+           'the request id is in the access log line')
     tap.ok('method=GET path="/health" status=200' in srv.log_text(),
            'access log has method, path and status')
 

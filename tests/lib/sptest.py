@@ -120,6 +120,16 @@ class Tap:
 
 # ---------------------------------------------------------------------------- PostgreSQL
 
+def wait_for(pred, timeout=10.0, step=0.05):
+    """True as soon as pred() is, False after timeout seconds (polling)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return bool(pred())
+
+
 def _version_key(name):
     try:
         return tuple(int(x) for x in name.split('.'))

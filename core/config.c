@@ -1,6 +1,7 @@
 /* config.c — INI file (parsed by inih), SPEARHEAD_* environment, flags; one table. */
 #include "config.h"
 #include "log.h"
+#include "proxy.h"
 #include "util.h"
 
 #include <errno.h>
@@ -43,6 +44,10 @@ static const struct opt options[] = {
 	  OFF(json_max_depth), "deepest nesting accepted in a JSON body" },
 	{ "server", "shutdown_timeout_s", "SPEARHEAD_SHUTDOWN_TIMEOUT_S", OPT_LONG, "20", 0, 3600,
 	  OFF(shutdown_timeout_s), "on SIGTERM, how long in-flight requests may still run" },
+	{ "server", "trusted_proxies", "SPEARHEAD_TRUSTED_PROXIES", OPT_STR, "", 0, 0,
+	  OFF(trusted_proxies),
+	  "reverse proxies (addresses or CIDR ranges, comma-separated) whose X-Forwarded-For "
+	  "names the client; empty = none, the peer is the client" },
 	{ "server", "port_file", "SPEARHEAD_PORT_FILE", OPT_STR, "", 0, 0, OFF(port_file),
 	  "write the bound port number to this file once listening (empty = don't)" },
 	{ "database", "url", "SPEARHEAD_DATABASE_URL", OPT_STR, "", 0, 0, OFF(database_url),
@@ -305,6 +310,13 @@ int sp_config_validate(const struct sp_config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "database.url must be a postgresql:// URL");
 		return -1;
 	}
+	char why[160];
+	struct sp_proxies *proxies = sp_proxies_parse(cfg->trusted_proxies, why, sizeof(why));
+	if (!proxies) {
+		snprintf(err, errlen, "server.trusted_proxies: %s", why);
+		return -1;
+	}
+	sp_proxies_free(proxies);
 	if (!cfg->state_dir[0]) {
 		snprintf(err, errlen, "paths.state_dir must not be empty");
 		return -1;

@@ -20,6 +20,7 @@ struct sp_config {
 	long idle_timeout_s;   /* keep-alive / read inactivity */
 	long json_max_depth;
 	long shutdown_timeout_s; /* in-flight requests get this long on SIGTERM */
+	char *trusted_proxies;   /* "10.0.0.0/8, ::1": X-Forwarded-For from these is believed */
 	char *port_file;         /* write the bound port here (tests, port 0) */
 	/* [database] */
 	char *database_url; /* empty = embedded PostgreSQL in state_dir */

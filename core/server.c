@@ -21,6 +21,7 @@
 #include "log.h"
 #include "loader.h"
 #include "metrics.h"
+#include "proxy.h"
 #include "router.h"
 #include "serve.h"
 #include "util.h"
@@ -68,6 +69,7 @@ struct sp_server {
 	/* limits, refreshed on SIGHUP */
 	long max_connections, max_body, max_header_bytes, max_headers, head_timeout_s,
 	    json_max_depth;
+	struct sp_proxies *proxies; /* owned; X-Forwarded-For from these names the client */
 	/* draining */
 	struct event *drain_timer;
 	void (*drain_done)(void *);
@@ -681,6 +683,10 @@ static void gen_cb(struct evhttp_request *ev, void *arg)
 		ev_uint16_t port = 0;
 		evhttp_connection_get_peer(evcon, &addr, &port);
 		sp_strlcpy(req->peer, addr ? addr : "-", sizeof(req->peer));
+		if (!sp_proxies_empty(srv->proxies))
+			sp_proxies_client(srv->proxies, addr ? addr : "-",
+			                  sp_request_header(req, "X-Forwarded-For"), req->peer,
+			                  sizeof(req->peer));
 	}
 	const char *rid = sp_request_header(req, "X-Request-Id");
 	if (valid_request_id(rid))
@@ -790,6 +796,13 @@ void sp_server_apply_limits(struct sp_server *srv, const struct sp_config *cfg)
 	srv->max_headers = cfg->max_headers;
 	srv->head_timeout_s = cfg->header_timeout_s;
 	srv->json_max_depth = cfg->json_max_depth;
+	/* Validated with the configuration: a list that does not parse never gets here. */
+	char err[160];
+	struct sp_proxies *proxies = sp_proxies_parse(cfg->trusted_proxies, err, sizeof(err));
+	if (proxies) {
+		sp_proxies_free(srv->proxies);
+		srv->proxies = proxies;
+	}
 	/* evhttp's limits are a memory backstop at twice ours (it answers with HTML). */
 	evhttp_set_max_body_size(srv->http, (ev_ssize_t)cfg->max_body_bytes * 2);
 	evhttp_set_max_headers_size(srv->http, (ev_ssize_t)cfg->max_header_bytes * 2);
@@ -886,6 +899,7 @@ void sp_server_free(struct sp_server *srv)
 		conn_free(srv, srv->conns);
 	if (srv->reserve_fd >= 0)
 		close(srv->reserve_fd);
+	sp_proxies_free(srv->proxies);
 	free(srv);
 }
 

@@ -5,16 +5,16 @@ events, and bad input answered with problem+json that changes nothing."""
 import os
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
-from sptest import PgCluster, Server, Tap  # noqa: E402
+from sptest import PgCluster, Server, Tap, wait_for  # noqa: E402
 
 FIXTURES = os.environ.get('SP_TEST_FIXTUREDIR', '')
 BIN = os.environ.get('SPEARHEAD_BIN', './spearhead')
 ENV = {'SPEARHEAD_PLUGIN_PATH': FIXTURES, 'SPEARHEAD_PLUGIN_DIR': '/nonexistent'}
 tap = Tap()
-CONFIG = "[auth]\nlogin_max_failures = 3\nlogin_window_s = 60\n"
+CONFIG = ("[server]\ntrusted_proxies = 127.0.0.1, ::1\n"  # the tests play the load balancer
+          "[auth]\nlogin_max_failures = 3\nlogin_window_s = 60\n")
 
 
 def cli(*args, stdin=None):
@@ -24,15 +24,6 @@ def cli(*args, stdin=None):
 
 def auth(token):
     return {'Authorization': 'Bearer ' + token}
-
-
-def wait_for(pred, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 with tap.guard('identity'), PgCluster() as pg:
@@ -67,6 +58,19 @@ with tap.guard('identity'), PgCluster() as pg:
                                               'password': 'staff-password-1'})
         tap.eq(r.status, 429, 'even the right password waits while throttled')
         tap.ok(int(r.headers.get('Retry-After', '0')) > 0, '429 carries Retry-After')
+        pg.psql("DELETE FROM sp_login_failures")
+        # Behind a trusted proxy the client is the forwarded address: one client's
+        # failures (on different accounts) do not lock the others out.
+        def login_from(addr, i):
+            return R('POST', '/v1/auth/login', headers={'X-Forwarded-For': '6.6.6.6, ' + addr},
+                     body={'email': 'guess%d@x.example' % i, 'password': 'x'}).status
+        tap.eq([login_from('198.51.100.1', i) for i in range(4)], [401, 401, 401, 429],
+               'per-address throttling counts the forwarded client address')
+        tap.eq(login_from('198.51.100.2', 9), 401, 'another client behind the same proxy is not throttled')
+        tap.ok(wait_for(lambda: 'peer=198.51.100.2' in srv.log_text()),
+               'the access log names the forwarded client')
+        tap.ok('peer=6.6.6.6' not in srv.log_text(),
+               'not the address the client wrote itself further left')
         pg.psql("DELETE FROM sp_login_failures")
         r = R('POST', '/v1/auth/login', body={'email': 'nobody@x.example', 'password': 'x'})
         tap.eq(r.status, 401, 'unknown e-mail → 401, same answer as a wrong password')

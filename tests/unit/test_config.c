@@ -85,6 +85,13 @@ int main(void)
 	ok(sp_config_validate(c, err, sizeof(err)) == 0, "IPv6 listen accepted");
 	sp_config_set(c, "database_url", "mysql://x", err, sizeof(err));
 	ok(sp_config_validate(c, err, sizeof(err)) < 0, "non-PostgreSQL URL refused");
+	sp_config_set(c, "database_url", "", err, sizeof(err));
+	sp_config_set(c, "trusted_proxies", "10.0.0.0/8, ::1", err, sizeof(err));
+	ok(sp_config_validate(c, err, sizeof(err)) == 0, "trusted proxies accepted");
+	sp_config_set(c, "trusted_proxies", "10.0.0.0/8, lb.example", err, sizeof(err));
+	ok(sp_config_validate(c, err, sizeof(err)) < 0 && strstr(err, "trusted_proxies") &&
+	       strstr(err, "lb.example"),
+	   "a trusted proxy that is not an address is refused, named: %s", err);
 	sp_config_free(c);
 
 	char host[256];

@@ -20,7 +20,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
-from sptest import PgCluster, Server, Tap  # noqa: E402
+from sptest import PgCluster, Server, Tap, wait_for  # noqa: E402
 
 tap = Tap()
 
@@ -45,16 +45,6 @@ ENV = {'SPEARHEAD_PLUGIN_DIR': os.environ.get('SP_TEST_PLUGINDIR', ''),
        'SPEARHEAD_PLUGIN_PATH': os.environ.get('SP_TEST_JOBSDIR', '')}
 UNSUB = ('<https://cluster.example/settings/notifications>, '
          '<mailto:unsubscribe@cluster.example?subject=unsubscribe>')
-
-
-def wait_for(pred, timeout=15.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    return None
 
 
 def cli(*args):

@@ -18,7 +18,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 sys.path.insert(0, HERE)
-from sptest import PgCluster, Server, Tap  # noqa: E402
+from sptest import PgCluster, Server, Tap, wait_for  # noqa: E402
 import test_events_support as S  # noqa: E402
 
 tap = Tap()
@@ -173,7 +173,7 @@ with tap.guard('events API'), PgCluster() as pg:
         tap.ok('event.published' not in seen_before, 'no event.published yet')
         r = R('POST', E + '/publish', headers=M1)
         tap.eq((r.status, r.json().get('status')), (200, 'published'), 'publish')
-        tap.ok(S.wait_for(lambda: R('GET', '/v1/good/seen').json().get('event.published', {})
+        tap.ok(wait_for(lambda: R('GET', '/v1/good/seen').json().get('event.published', {})
                           .get('event_id') == ev['id']), 'event.published on the bus')
         tap.eq(R('POST', E + '/publish', headers=M1).status, 409, 'publishing twice → 409')
         tap.eq(R('GET', E, headers=M2).status, 200, 'members see it now')
@@ -210,7 +210,7 @@ with tap.guard('events API'), PgCluster() as pg:
         tap.eq(reg2['attendee'], {'name': 'Member00001', 'email': m2['email']},
                'the attendee defaults to the caller')
         tap.ok(len(reg2['checkin_code']) == 10, 'with a check-in code')
-        tap.ok(S.wait_for(lambda: R('GET', '/v1/good/seen').json()
+        tap.ok(wait_for(lambda: R('GET', '/v1/good/seen').json()
                           .get('registration.confirmed', {}).get('registration_id') ==
                           reg2['id']), 'registration.confirmed on the bus')
         r = R('POST', reg_url, headers=M2, body={'category': 'academic',
@@ -224,7 +224,7 @@ with tap.guard('events API'), PgCluster() as pg:
         tap.eq((r.status, r.json().get('status'), r.json().get('waitlist_position')),
                (201, 'waitlisted', 1), 'the company quota (1) is full: waitlisted, position 1')
         reg3 = r.json()
-        tap.ok(S.wait_for(lambda: R('GET', '/v1/good/seen').json()
+        tap.ok(wait_for(lambda: R('GET', '/v1/good/seen').json()
                           .get('registration.waitlisted', {}).get('registration_id') ==
                           reg3['id']), 'registration.waitlisted on the bus')
         r = R('POST', reg_url, headers=M1, body={
@@ -273,7 +273,7 @@ with tap.guard('events API'), PgCluster() as pg:
         r = R('GET', reg_url + '/' + regA['id'], headers=A)
         tap.eq((r.json()['status'], r.json()['waitlist_position']), ('waitlisted', 1),
                'the next one moves up to position 1')
-        tap.ok(S.wait_for(lambda: R('GET', '/v1/good/seen').json()
+        tap.ok(wait_for(lambda: R('GET', '/v1/good/seen').json()
                           .get('registration.promoted', {}).get('registration_id') ==
                           reg3['id']), 'registration.promoted on the bus')
         tap.eq(R('GET', '/v1/good/seen').json().get('registration.cancelled', {})
@@ -283,11 +283,11 @@ with tap.guard('events API'), PgCluster() as pg:
                'cancelling again changes nothing')
         tap.eq(S.sql_value(pg, "SELECT count(*) FROM events_notices WHERE type = "
                                "'registration.promoted'"), '1', 'one promotion notice')
-        tap.ok(S.wait_for(lambda: S.sql_value(pg, "SELECT count(*) FROM events_notices "
+        tap.ok(wait_for(lambda: S.sql_value(pg, "SELECT count(*) FROM events_notices "
                                                   "WHERE relayed_at IS NULL") == '0'),
                'every notice is handed to the notification outbox')
         if FEED:
-            tap.ok(S.wait_for(lambda: S.sql_value(
+            tap.ok(wait_for(lambda: S.sql_value(
                 pg, "SELECT count(*) FROM sp_outbox WHERE type = 'registration.promoted' "
                     "AND channel = 'feed' AND user_id = '%s'" % m3['id']) == '1'),
                    'the promoted attendee is notified once (feed outbox row)')
@@ -374,7 +374,7 @@ with tap.guard('events API'), PgCluster() as pg:
         tap.eq(r.status, 200, 'an organiser checks in with the code')
         first = r.json()['checked_in_at']
         tap.ok(first is not None, 'checked_in_at set')
-        tap.ok(S.wait_for(lambda: R('GET', '/v1/good/seen').json()
+        tap.ok(wait_for(lambda: R('GET', '/v1/good/seen').json()
                           .get('checkin.recorded', {}).get('registration_id') == reg4['id']),
                'checkin.recorded on the bus')
         time.sleep(1.1)
@@ -484,7 +484,7 @@ with tap.guard('events API'), PgCluster() as pg:
         tap.ok(problem(r, 409), 'a closed event takes no registration')
         tap.eq(R('DELETE', reg_url + '/' + reg4['id'], headers=M4).status, 409,
                'attendees cannot cancel once it is closed')
-        tap.ok(S.wait_for(lambda: 'event.closed' in R('GET', '/v1/good/seen').json()),
+        tap.ok(wait_for(lambda: 'event.closed' in R('GET', '/v1/good/seen').json()),
                'event.closed on the bus')
 
         # ---- deleting ----

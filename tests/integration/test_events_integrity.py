@@ -23,7 +23,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'lib'))
 sys.path.insert(0, HERE)
-from sptest import PgCluster, Server, Tap  # noqa: E402
+from sptest import PgCluster, Server, Tap, wait_for  # noqa: E402
 import test_events_support as S  # noqa: E402
 
 tap = Tap()
@@ -68,7 +68,7 @@ def race_report(pg, event_id, users, replies, capacity):
 
 def unsafe_mode(servers, on):
     want = 1.0 if on else 0.0
-    return all(S.wait_for(lambda s=s: S.metric(s, 'spearhead_events_unsafe_mode') == want)
+    return all(wait_for(lambda s=s: S.metric(s, 'spearhead_events_unsafe_mode') == want)
                for s in servers)
 
 
@@ -279,7 +279,7 @@ with tap.guard('events integrity'), PgCluster() as pg:
         tap.eq(set(rep5['db']), rep5['answered_ids'], 'each client holds its own registration')
         tap.eq(S.invariant_violations(pg, ev5['id']), [], 'every invariant holds (SQL)')
         tap.ok(S.waitlist_positions_ok(pg, ev5['id']), 'the waiting list numbers 1..4800')
-        tap.ok(S.wait_for(lambda: S.sql_value(pg, "SELECT count(*) FROM events_notices "
+        tap.ok(wait_for(lambda: S.sql_value(pg, "SELECT count(*) FROM events_notices "
                                                   "WHERE relayed_at IS NULL") == '0', 20),
                'every notice reached the notification outbox after the restart')
 
@@ -292,7 +292,7 @@ with tap.guard('events integrity'), PgCluster() as pg:
              "SELECT pg_sleep(10) /* lock holder */; COMMIT;" % ev6['id']],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            held = S.wait_for(lambda: S.sql_value(
+            held = wait_for(lambda: S.sql_value(
                 pg, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
                     "'%lock holder%' AND pid <> pg_backend_pid()") == '1', timeout=10)
             tap.ok(held, "another session holds the event's lock")
@@ -330,7 +330,7 @@ with tap.guard('events integrity'), PgCluster() as pg:
     config = CONFIG + "[plugin.events]\nunsafe_skip_capacity_guard = true\n"
     with Server(database=url, args=['--workers', '1'], env=dict(S.ENV, SPEARHEAD_TEST_UNSAFE=None),
                 config_text=config) as c:
-        tap.ok(S.wait_for(lambda: 'unsafe_skip_capacity_guard refused' in c.log_text()),
+        tap.ok(wait_for(lambda: 'unsafe_skip_capacity_guard refused' in c.log_text()),
                'the switch in the config file is refused at start (logged)')
         tap.eq(S.metric(c, 'spearhead_events_unsafe_mode'), 0.0, 'and the guard stays on')
         r = c.request('PUT', '/v1/plugins/events/settings', headers=S.auth(admin2),

@@ -207,15 +207,6 @@ def new_event(srv_request, token, **fields):
     return ev
 
 
-def wait_for(pred, timeout=10.0, step=0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return False
-
-
 def metric(srv, name):
     """The value of a metric line on /metrics (None when absent)."""
     text = srv.request('GET', '/metrics').text

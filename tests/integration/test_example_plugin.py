@@ -12,11 +12,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
 
-from sptest import HarnessError, PgCluster, Server, Tap  # noqa: E402
+from sptest import HarnessError, PgCluster, Server, Tap, wait_for  # noqa: E402
 
 tap = Tap()
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -74,16 +73,6 @@ def include_dirs(args):
         elif a.startswith('-I'):
             dirs.append(a[2:])
     return dirs
-
-
-def wait_for(fn, timeout=15.0, interval=0.1):
-    """Calls fn until it returns a true value or timeout passes; returns the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(interval)
 
 
 def greeting_of(srv):

@@ -15,7 +15,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
-from sptest import PgCluster, Server, Tap  # noqa: E402
+from sptest import PgCluster, Server, Tap, wait_for  # noqa: E402
 
 BIN = os.environ.get('SPEARHEAD_BIN', './spearhead')
 ENV = {'SPEARHEAD_PLUGIN_DIR': os.environ.get('SP_TEST_PLUGINDIR', ''),
@@ -24,16 +24,6 @@ ENV = {'SPEARHEAD_PLUGIN_DIR': os.environ.get('SP_TEST_PLUGINDIR', ''),
 CONFIG = '[plugin.feed]\nheartbeat_s = 1\n'
 FIELDS = {'id', 'seq', 'type', 'title', 'body', 'data', 'created_at', 'read_at'}
 tap = Tap()
-
-
-def wait_for(pred, timeout=15.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    return None
 
 
 def cli(*args):

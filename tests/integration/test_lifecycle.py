@@ -3,28 +3,18 @@ configuration (log level, limits, plugin settings), several workers, plugin load
 outcomes and the `plugins` / `check-config` commands."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
-from sptest import PgCluster, Server, Tap  # noqa: E402
+from sptest import PgCluster, Server, Tap, wait_for  # noqa: E402
 
 FIXTURES = os.environ.get('SP_TEST_FIXTUREDIR', '')
 BIN = os.environ.get('SPEARHEAD_BIN', './spearhead')
 ENV = {'SPEARHEAD_PLUGIN_PATH': FIXTURES, 'SPEARHEAD_PLUGIN_DIR': '/nonexistent'}
 tap = Tap()
-
-
-def wait_for(pred, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 with tap.guard('lifecycle'), PgCluster() as pg:

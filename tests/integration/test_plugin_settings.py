@@ -4,10 +4,9 @@ and bus events crossing instances through NOTIFY."""
 import os
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))
-from sptest import PgCluster, Server, Tap  # noqa: E402
+from sptest import PgCluster, Server, Tap, wait_for  # noqa: E402
 
 FIXTURES = os.environ.get('SP_TEST_FIXTUREDIR', '')
 BIN = os.environ.get('SPEARHEAD_BIN', './spearhead')
@@ -18,15 +17,6 @@ tap = Tap()
 def cli(*args, stdin=None):
     return subprocess.run([BIN] + list(args), input=stdin, capture_output=True, text=True,
                           env=dict(os.environ, **ENV), timeout=120)
-
-
-def wait_for(pred, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 with tap.guard('settings and tokens'), PgCluster() as pg:

@@ -120,14 +120,15 @@ class Tap:
 
 # ---------------------------------------------------------------------------- PostgreSQL
 
-def wait_for(pred, timeout=10.0, step=0.05):
-    """True as soon as pred() is, False after timeout seconds (polling)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
+def wait_for(pred, timeout=15.0, step=0.05):
+    """Calls pred() until it returns a true value, and returns that value; after timeout
+    seconds returns the last (false) one. A long timeout costs nothing when things work."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() > deadline:
+            return v
         time.sleep(step)
-    return bool(pred())
 
 
 def _version_key(name):

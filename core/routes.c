@@ -7,6 +7,7 @@
 #include "loader.h"
 #include "log.h"
 #include "metrics.h"
+#include "metrics_share.h"
 #include "openapi.h"
 #include "router.h"
 #include "serve.h"
@@ -48,11 +49,59 @@ static void ready(struct sp_request *req, void *arg)
 		                         NULL);
 }
 
+/* This worker's exposition; with several workers its series carry worker="N". */
+static void render_own(struct sp_core *core, struct evbuffer *out)
+{
+	if (!core->metrics_share) {
+		sp_metrics_render(core->metrics, core, out);
+		return;
+	}
+	struct evbuffer *raw = evbuffer_new();
+	sp_metrics_render(core->metrics, core, raw);
+	size_t len = evbuffer_get_length(raw);
+	sp_metrics_label_worker((const char *)evbuffer_pullup(raw, -1), len, core->worker, out);
+	evbuffer_free(raw);
+}
+
+static void publish_metrics(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct sp_core *core = arg;
+	struct evbuffer *own = evbuffer_new();
+	render_own(core, own);
+	size_t len = evbuffer_get_length(own);
+	sp_metrics_share_publish(core->metrics_share, core->worker,
+	                         (const char *)evbuffer_pullup(own, -1), len);
+	evbuffer_free(own);
+}
+
+void sp_routes_publish_metrics(struct sp_core *core)
+{
+	if (!core->metrics_share)
+		return;
+	/* Once a second: what a scrape answered by another worker shows of this one is at
+	 * most that old. */
+	core->metrics_timer = event_new(core->base, -1, EV_PERSIST, publish_metrics, core);
+	struct timeval every = { 1, 0 };
+	event_add(core->metrics_timer, &every);
+	publish_metrics(-1, 0, core);
+}
+
 static void metrics(struct sp_request *req, void *arg)
 {
 	struct sp_core *core = sp_request_core(req);
 	struct evbuffer *buf = evbuffer_new();
-	sp_metrics_render(core->metrics, core, buf);
+	if (core->metrics_share) {
+		struct evbuffer *own = evbuffer_new();
+		render_own(core, own);
+		size_t own_len = evbuffer_get_length(own);
+		sp_metrics_share_render(core->metrics_share, core->worker,
+		                        (const char *)evbuffer_pullup(own, -1), own_len, buf);
+		evbuffer_free(own);
+	} else {
+		sp_metrics_render(core->metrics, core, buf);
+	}
 	size_t len = evbuffer_get_length(buf);
 	sp_request_reply_raw(req, 200, "text/plain; version=0.0.4; charset=utf-8",
 	                     evbuffer_pullup(buf, -1), len);

@@ -9,6 +9,9 @@ struct sp_core;
 int sp_routes_register(struct sp_core *core);
 /* Fetches stored plugin settings again and applies them (after a NOTIFY). */
 void sp_routes_listen_settings(struct sp_core *core);
+/* With several workers: publishes this worker's metrics for the others' /metrics, now
+ * and once a second. */
+void sp_routes_publish_metrics(struct sp_core *core);
 
 #define SP_SETTINGS_CHANNEL "sp_settings"
 

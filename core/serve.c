@@ -13,6 +13,7 @@
 #include "loader.h"
 #include "log.h"
 #include "metrics.h"
+#include "metrics_share.h"
 #include "migrate.h"
 #include "pgembed.h"
 #include "router.h"
@@ -169,11 +170,13 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 
 static int run_worker(struct sp_config *cfg, const char *config_path,
                       struct sp_cli_overrides *overrides, const char *db_url,
-                      struct sp_plugins *plugins, evutil_socket_t listen_fd, int worker)
+                      struct sp_plugins *plugins, evutil_socket_t listen_fd, int worker,
+                      struct sp_metrics_share *metrics_share)
 {
 	struct sp_core core = { 0 };
 	core.cfg = cfg;
 	core.worker = worker;
+	core.metrics_share = metrics_share;
 	core.plugins = plugins;
 	sp_random_hex(core.instance_id, 16);
 	sp_log_set_worker(worker);
@@ -214,6 +217,7 @@ static int run_worker(struct sp_config *cfg, const char *config_path,
 	sp_bus_listen(core.bus);
 	sp_jobs_start(core.jobs);
 	sp_routes_listen_settings(&core);
+	sp_routes_publish_metrics(&core);
 
 	struct worker_ctx w = { .core = &core, .config_path = config_path, .overrides = overrides };
 	w.sigterm = evsignal_new(core.base, SIGTERM, on_stop_signal, &w);
@@ -245,6 +249,8 @@ out:
 	sp_curl_free(core.curl);
 	if (core.settings_timer)
 		event_free(core.settings_timer);
+	if (core.metrics_timer)
+		event_free(core.metrics_timer);
 	sp_server_free(core.server);
 	sp_bus_free(core.bus);
 	sp_router_free(core.router);
@@ -261,7 +267,8 @@ out:
 
 static pid_t spawn_worker(struct sp_config *cfg, const char *config_path,
                           struct sp_cli_overrides *overrides, const char *db_url,
-                          struct sp_plugins *plugins, evutil_socket_t fd, int worker)
+                          struct sp_plugins *plugins, evutil_socket_t fd, int worker,
+                          struct sp_metrics_share *metrics_share)
 {
 	pid_t pid = fork();
 	if (pid != 0)
@@ -275,7 +282,9 @@ static pid_t spawn_worker(struct sp_config *cfg, const char *config_path,
 	if (!mine)
 		_exit(1);
 	(void)cfg;
-	int rc = run_worker(mine, config_path, overrides, db_url, plugins, fd, worker);
+	int rc =
+	    run_worker(mine, config_path, overrides, db_url, plugins, fd, worker, metrics_share);
+	sp_metrics_share_free(metrics_share);
 	sp_plugins_free(plugins);
 	sp_cli_overrides_free(overrides);
 	exit(rc);
@@ -294,8 +303,10 @@ static int run_master(struct sp_config *cfg, const char *config_path,
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	pid_t *pids = sp_calloc((size_t)nworkers, sizeof(pid_t));
 	uint64_t *started = sp_calloc((size_t)nworkers, sizeof(uint64_t));
+	struct sp_metrics_share *metrics_share = sp_metrics_share_new(nworkers);
 	for (int i = 0; i < nworkers; i++) {
-		pids[i] = spawn_worker(cfg, config_path, overrides, db_url, plugins, fd, i + 1);
+		pids[i] = spawn_worker(cfg, config_path, overrides, db_url, plugins, fd, i + 1,
+		                       metrics_share);
 		started[i] = sp_now_us();
 	}
 	sp_info("master: %d workers started", nworkers);
@@ -343,13 +354,14 @@ static int run_master(struct sp_config *cfg, const char *config_path,
 				if (sp_now_us() - started[i] < 1000000u)
 					sleep(1);
 				pids[i] = spawn_worker(cfg, config_path, overrides, db_url, plugins,
-				                       fd, i + 1);
+				                       fd, i + 1, metrics_share);
 				started[i] = sp_now_us();
 			}
 		}
 	}
 	free(pids);
 	free(started);
+	sp_metrics_share_free(metrics_share);
 	if (stopping)
 		exit_code = 0;
 	return exit_code;
@@ -474,7 +486,7 @@ int sp_cmd_serve(int argc, char **argv)
 		struct sp_config *mine = cfg;
 		cfg = NULL; /* the worker owns it now */
 		exit_code =
-		    run_worker(mine, common.config, common.overrides, db_url, plugins, fd, 0);
+		    run_worker(mine, common.config, common.overrides, db_url, plugins, fd, 0, NULL);
 	} else {
 		exit_code = run_master(cfg, common.config, common.overrides, db_url, plugins, fd,
 		                       (int)nworkers);

@@ -35,6 +35,8 @@ struct sp_core {
 	bool draining;
 	json_t *stored_settings;      /* plugin name → settings saved through the API */
 	struct event *settings_timer; /* re-reads stored settings (NOTIFY can be missed) */
+	struct sp_metrics_share *metrics_share; /* several workers: one /metrics for all */
+	struct event *metrics_timer;            /* publishes this worker's metrics there */
 };
 
 int sp_cmd_serve(int argc, char **argv);

@@ -100,6 +100,31 @@ with tap.guard('lifecycle'), PgCluster() as pg:
         pids = subprocess.run(['pgrep', '-P', str(srv.proc.pid)], capture_output=True,
                               text=True).stdout.split()
         tap.eq(len(pids), 2, 'two worker processes run')
+
+        # Whichever worker answers the scrape, /metrics covers both.
+        def rows_counted(text):
+            """worker -> requests to /v1/good/rows, from one exposition."""
+            got = {}
+            for line in text.splitlines():
+                if line.startswith('spearhead_http_requests_total{') and \
+                        'route="/v1/good/rows"' in line:
+                    w = line.split('worker="', 1)[1].split('"', 1)[0]
+                    got[w] = got.get(w, 0) + float(line.rsplit(' ', 1)[1])
+            return got
+
+        def scrapes_agree():
+            """Ten scrapes in a row each count all 40 (a worker publishes its figures
+            once a second, so this holds at the latest a second after the requests)."""
+            texts = [srv.request('GET', '/metrics').text for _ in range(10)]
+            return all(sum(rows_counted(t).values()) == 40 for t in texts) and texts
+        scrapes = wait_for(scrapes_agree) or []
+        tap.ok(scrapes, 'every scrape counts the 40 requests of both workers, whoever answers it')
+        tap.ok(scrapes and set().union(*(rows_counted(t) for t in scrapes)) <= {'1', '2'},
+               'series carry the worker that served them')
+        declared = [ln.split()[2] for t in scrapes for ln in t.splitlines()
+                    if ln.startswith('# TYPE ')]
+        tap.eq(len(declared), len(set(declared)) * len(scrapes),
+               'each metric family is declared once per scrape')
         if pids:
             os.kill(int(pids[0]), signal.SIGKILL)
             tap.ok(wait_for(lambda: 'ended unexpectedly' in srv.log_text()),

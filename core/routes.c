@@ -140,15 +140,69 @@ static void plugin_get(struct sp_request *req, void *arg)
 		sp_request_reply_json(req, 200, sp_plugin_info(p, sp_request_core(req)));
 }
 
+/* Settings named like secrets are write-only: answers show SECRET_MASK when one is
+ * set, and a PUT sending the mask back keeps the stored value, so that a client can
+ * GET, change one field and PUT the rest without ever holding the secret. */
+#define SECRET_MASK "********"
+
+static bool is_secret_setting(const char *name)
+{
+	static const char *const suffixes[] = { "password", "secret", "token", "api_key" };
+	size_t n = strlen(name);
+	for (size_t i = 0; i < SP_ARRAY_LEN(suffixes); i++) {
+		size_t k = strlen(suffixes[i]);
+		if (n >= k && strcmp(name + n - k, suffixes[i]) == 0 &&
+		    (n == k || name[n - k - 1] == '_'))
+			return true;
+	}
+	return false;
+}
+
+/* A copy of settings (may be NULL) with the secrets that are set masked. */
+static json_t *masked_settings(const json_t *settings)
+{
+	json_t *out = settings ? json_deep_copy(settings) : json_object();
+	const char *key;
+	json_t *v;
+	json_object_foreach(out, key, v)
+	{
+		if (is_secret_setting(key) && json_is_string(v) && json_string_length(v) > 0)
+			json_string_set(v, SECRET_MASK);
+	}
+	return out;
+}
+
+/* The body of a PUT with each masked secret replaced by the stored value (new
+ * reference), or, when none is stored, left out (the file's value or the default
+ * applies). */
+static json_t *unmask_settings(json_t *body, const json_t *stored)
+{
+	json_t *out = json_copy(body);
+	const char *key;
+	json_t *v;
+	void *tmp;
+	json_object_foreach_safe(out, tmp, key, v)
+	{
+		if (!is_secret_setting(key) || !json_is_string(v) ||
+		    strcmp(json_string_value(v), SECRET_MASK) != 0)
+			continue;
+		json_t *kept = json_object_get(stored, key);
+		if (kept)
+			json_object_set(out, key, kept);
+		else
+			json_object_del(out, key);
+	}
+	return out;
+}
+
 static void settings_get(struct sp_request *req, void *arg)
 {
 	struct sp_plugin *p = find_plugin(req);
 	if (!p)
 		return;
-	const json_t *cur = sp_plugin_current_settings(p);
 	sp_request_reply_json(req, 200,
-	                      json_pack("{s:s, s:O, s:o}", "plugin", sp_plugin_name(p), "settings",
-	                                cur ? (json_t *)cur : json_object(), "schema",
+	                      json_pack("{s:s, s:o, s:o}", "plugin", sp_plugin_name(p), "settings",
+	                                masked_settings(sp_plugin_current_settings(p)), "schema",
 	                                sp_plugin_settings_schema(p)));
 }
 
@@ -173,8 +227,8 @@ static void settings_saved(const struct sp_db_result *res, void *arg)
 		sp_db_notify(sp->core->db, SP_SETTINGS_CHANNEL, sp->name);
 		const json_t *cur = p ? sp_plugin_current_settings(p) : NULL;
 		sp_request_reply_json(sp->req, 200,
-		                      json_pack("{s:s, s:O}", "plugin", sp->name, "settings",
-		                                cur ? (json_t *)cur : json_null()));
+		                      json_pack("{s:s, s:o}", "plugin", sp->name, "settings",
+		                                cur ? masked_settings(cur) : json_null()));
 	}
 	free(sp->name);
 	json_decref(sp->settings);
@@ -197,13 +251,18 @@ static void settings_put(struct sp_request *req, void *arg)
 		return;
 	}
 	json_t *errors = NULL;
-	json_t *checked = sp_plugin_settings_check(p, body, false, &errors);
+	struct sp_core *core = sp_request_core(req);
+	json_t *given =
+	    json_is_object(body)
+	        ? unmask_settings(body, json_object_get(core->stored_settings, sp_plugin_name(p)))
+	        : json_incref(body);
+	json_t *checked = sp_plugin_settings_check(p, given, false, &errors);
+	json_decref(given);
 	if (!checked) {
 		sp_request_reply_problem(req, 422, "Invalid settings",
 		                         "some settings do not match the plugin's schema", errors);
 		return;
 	}
-	struct sp_core *core = sp_request_core(req);
 	if (sp_plugin_apply_settings(p, checked) < 0) {
 		json_decref(checked);
 		sp_request_reply_problem(req, 422, "Settings refused",

@@ -62,7 +62,8 @@ with tap.guard('settings and tokens'), PgCluster() as pg:
         r = a.request('GET', path, headers=A)
         tap.eq(r.status, 200, 'an admin reads the settings')
         doc = r.json()
-        tap.eq(doc.get('settings'), {'greeting': 'hello', 'level': 3}, 'defaults are filled in')
+        tap.eq(doc.get('settings'), {'greeting': 'hello', 'level': 3, 'api_token': ''},
+               'defaults are filled in')
         tap.eq(doc['schema']['properties']['level']['type'], 'integer', 'the schema is given')
         tap.eq(a.request('GET', '/v1/good/admin', headers=A).status, 200,
                'a plugin admin route works for an admin')
@@ -81,11 +82,40 @@ with tap.guard('settings and tokens'), PgCluster() as pg:
 
         r = a.request('PUT', path, headers=A, body={'greeting': 'yo', 'level': 4})
         tap.eq(r.status, 200, 'valid settings are stored')
-        tap.eq(r.json().get('settings'), {'greeting': 'yo', 'level': 4}, 'and returned')
+        tap.eq(r.json().get('settings'), {'greeting': 'yo', 'level': 4, 'api_token': ''},
+               'and returned')
         tap.eq(a.request('GET', '/v1/good/hello').json()['greeting'], 'yo',
                'applied at once on this instance')
         tap.ok(wait_for(lambda: b.request('GET', '/v1/good/hello').json()['greeting'] == 'yo'),
                'and within seconds on the other instance (NOTIFY, or the periodic re-read)')
+
+        # A secret setting is write-only.
+        r = a.request('PUT', path, headers=A,
+                      body={'greeting': 'yo', 'level': 4, 'api_token': 'tok-123456'})
+        tap.eq((r.status, r.json()['settings'].get('api_token')), (200, '********'),
+               'a secret is stored, and answered masked')
+        tap.eq(a.request('GET', '/v1/good/hello').json()['api_token_length'], 10,
+               'the plugin gets the real secret')
+        doc = a.request('GET', path, headers=A).json()
+        tap.eq(doc['settings'].get('api_token'), '********', 'GET shows the mask')
+        tap.ok('tok-123456' not in a.request('GET', path, headers=A).text,
+               'the secret is in no answer')
+        doc['settings']['greeting'] = 'yo'
+        r = a.request('PUT', path, headers=A, body=doc['settings'])
+        tap.eq(r.status, 200, 'GET, change, PUT with the mask sent back')
+        tap.eq(a.request('GET', '/v1/good/hello').json()['api_token_length'], 10,
+               'keeps the stored secret')
+        tap.eq(pg.psql("SELECT settings->>'api_token' FROM sp_plugin_settings "
+                       "WHERE plugin = 'good'").strip(), 'tok-123456',
+               'and stores it, not the mask')
+        r = a.request('PUT', path, headers=A, body={'greeting': 'yo', 'level': 4, 'api_token': ''})
+        tap.eq((r.status, r.json()['settings'].get('api_token')), (200, ''),
+               'an empty value clears it (and shows as empty)')
+        tap.eq(a.request('GET', '/v1/good/hello').json()['api_token_length'], 0, 'cleared')
+        r = a.request('PUT', path, headers=A,
+                      body={'greeting': 'yo', 'level': 4, 'api_token': '********'})
+        tap.eq(a.request('GET', '/v1/good/hello').json()['api_token_length'], 0,
+               'the mask with nothing stored leaves the secret unset')
 
         r = a.request('POST', '/v1/good/emit', body={'from': 'a'})
         tap.eq(r.status, 202, 'event emitted on A')

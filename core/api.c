@@ -16,6 +16,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 struct sp_timer {
 	struct event *ev;
@@ -294,6 +295,27 @@ static int api_curl_add(struct sp_plugin *plugin, void *easy, sp_curl_done_fn *d
 	return sp_curl_add(sp_plugin_core(plugin)->curl, plugin, easy, done, arg);
 }
 
+static int api_reply_header(struct sp_request *req, const char *name, const char *value)
+{
+	static const char *const owned[] = { "content-type", "content-length", "connection",
+		                             "transfer-encoding", "x-request-id" };
+	static const char token_chars[] = "!#$%&'*+-.^_`|~";
+	if (!req || !name || !*name || !value)
+		return -1;
+	for (const char *c = name; *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+		      (*c >= '0' && *c <= '9') || strchr(token_chars, *c)))
+			return -1;
+	for (const unsigned char *c = (const unsigned char *)value; *c; c++)
+		if ((*c < 0x20 && *c != '\t') || *c == 0x7f)
+			return -1;
+	for (size_t i = 0; i < SP_ARRAY_LEN(owned); i++)
+		if (strcasecmp(name, owned[i]) == 0)
+			return -1;
+	sp_request_add_header(req, name, value);
+	return 0;
+}
+
 const json_t *sp_api_stored_settings(struct sp_core *core, const char *name)
 {
 	return core->stored_settings ? json_object_get(core->stored_settings, name) : NULL;
@@ -352,6 +374,7 @@ static const struct sp_api api_table = {
 	.reply_stream_start = sp_request_stream_start,
 	.stream_send = sp_request_stream_send,
 	.stream_end = sp_request_stream_end,
+	.reply_header = api_reply_header,
 };
 
 const struct sp_api *sp_api_table(void)

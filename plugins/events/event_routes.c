@@ -67,9 +67,14 @@ static void unexpected(struct ev_op *op, const char *outcome)
 
 static void created(struct ev_op *op, const char *outcome, json_t *body)
 {
-	if (strcmp(outcome, "created") == 0)
+	if (strcmp(outcome, "created") == 0) {
+		const char *id = json_string_value(json_object_get(body, "id"));
+		char location[96];
+		snprintf(location, sizeof(location), "/v1/events/%s", id ? id : "");
+		if (id)
+			op->ev->api->reply_header(op->req, "Location", location);
 		ev_reply(op, 201, json_incref(body));
-	else if (strcmp(outcome, "forbidden") == 0)
+	} else if (strcmp(outcome, "forbidden") == 0)
 		ev_problem(op, 403, NULL,
 		           "events are created by admins and by members holding an organiser grant",
 		           NULL);

@@ -87,6 +87,7 @@ with tap.guard('events API'), PgCluster() as pg:
             settings={'meetings': {'slot_minutes': 20}}))
         tap.eq(r.status, 201, 'an admin creates an event')
         ev = r.json()
+        tap.eq(r.headers.get('Location'), '/v1/events/' + ev['id'], 'with its Location')
         tap.eq(set(ev), EVENT_FIELDS, 'event fields are the documented ones')
         tap.eq(ev['status'], 'draft', 'a new event is a draft')
         tap.eq(ev['starts_at'], '2031-06-10T07:00:00Z', 'times are answered in UTC (RFC 3339)')

@@ -89,6 +89,12 @@ with tap.guard('settings and tokens'), PgCluster() as pg:
         tap.ok(wait_for(lambda: b.request('GET', '/v1/good/hello').json()['greeting'] == 'yo'),
                'and within seconds on the other instance (NOTIFY, or the periodic re-read)')
 
+        r = a.request('GET', '/v1/good/hello')
+        tap.eq((r.headers.get('X-Good'), r.json()['header_codes']), ('yes', [0, -1, -1, -1]),
+               'a plugin adds a response header; bad names, CR LF and core headers are refused')
+        tap.ok(r.headers.get('Set-Cookie') is None and
+               r.headers.get('Content-Type') == 'application/json', 'and nothing leaks through')
+
         # A secret setting is write-only.
         r = a.request('PUT', path, headers=A,
                       body={'greeting': 'yo', 'level': 4, 'api_token': 'tok-123456'})

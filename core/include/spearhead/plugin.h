@@ -359,6 +359,14 @@ struct sp_api {
 	int (*stream_send)(struct sp_request *req, const void *data, size_t len);
 	/* Ends the answer; req is invalid afterwards (on_close does not run). */
 	void (*stream_end)(struct sp_request *req);
+
+	/* ---- response headers ---- */
+	/* Adds a header (both copied) to the answer req is about to get: call it before
+	 * reply_*, e.g. Location with a 201 or Retry-After with a 429/503. Returns 0, or -1
+	 * when name is not an HTTP token, value holds control characters, or name is one the
+	 * core owns (Content-Type, Content-Length, Connection, Transfer-Encoding,
+	 * X-Request-Id). */
+	int (*reply_header)(struct sp_request *req, const char *name, const char *value);
 };
 
 #ifdef __cplusplus

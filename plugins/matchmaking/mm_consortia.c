@@ -163,7 +163,7 @@ static int build_pool(struct mm *mm, const struct cquery *q, struct pool *pl)
 			goto out;
 		uint32_t *queue = idx->tqueue;
 		uint32_t head = 0, tail = 0;
-		uint32_t ep = mm_scratch_epoch(&idx->bepoch, idx->bstamp, idx->capscratch);
+		uint32_t ep = mm_acc_epoch(idx, false);
 		queue[tail++] = t;
 		while (head < tail) {
 			uint32_t v = queue[head++];
@@ -172,9 +172,9 @@ static int build_pool(struct mm *mm, const struct cquery *q, struct pool *pl)
 				queue[tail++] = idx->children[tp->first_child + c];
 			for (uint32_t x = 0; x < tp->npost; x++) {
 				uint32_t org = tp->post[x] >> 2;
-				if (idx->bstamp[org] == ep || !eligible(idx, q, org))
+				if (idx->rc[org].stamp == ep || !eligible(idx, q, org))
 					continue; /* seen for this topic, or not eligible */
-				idx->bstamp[org] = ep;
+				idx->rc[org].stamp = ep;
 				if ((size_t)nlist[i] == capl) {
 					capl *= 2;
 					struct cand *nl =
@@ -190,13 +190,13 @@ static int build_pool(struct mm *mm, const struct cquery *q, struct pool *pl)
 		}
 	}
 	/* Totals over all topics through the accumulator scratch. */
-	uint32_t aep = mm_scratch_epoch(&idx->aepoch, idx->astamp, idx->capscratch);
+	uint32_t aep = mm_acc_epoch(idx, true);
 	for (int i = 0; i < q->ntopics; i++)
 		for (int j = 0; j < nlist[i]; j++) {
 			uint32_t org = lists[i][j].slot;
-			if (idx->astamp[org] != aep) {
-				idx->astamp[org] = aep;
-				idx->acc[org] = 0;
+			if (idx->sc[org].stamp != aep) {
+				idx->sc[org].stamp = aep;
+				idx->sc[org].val = 0;
 				if (nuni == capuni) {
 					capuni = capuni ? capuni * 2 : 256;
 					struct cand *nu = realloc(uni, capuni * sizeof(*nu));
@@ -206,19 +206,19 @@ static int build_pool(struct mm *mm, const struct cquery *q, struct pool *pl)
 				}
 				uni[nuni++].slot = org;
 			}
-			idx->acc[org] += lists[i][j].q;
+			idx->sc[org].val += lists[i][j].q;
 		}
 	cand_idx = idx;
 	for (int i = 0; i < q->ntopics; i++) {
 		for (int j = 0; j < nlist[i]; j++)
-			lists[i][j].total = idx->acc[lists[i][j].slot];
+			lists[i][j].total = idx->sc[lists[i][j].slot].val;
 		qsort(lists[i], nlist[i], sizeof(struct cand), cand_cmp);
 		for (int j = 0; j < nlist[i] && j < per_topic; j++)
 			pool_add(pl, lists[i][j].slot);
 	}
 	/* Enough of each required kind: the best of the other coverers, then anyone. */
 	for (size_t i = 0; i < nuni; i++) {
-		uni[i].q = idx->acc[uni[i].slot];
+		uni[i].q = idx->sc[uni[i].slot].val;
 		uni[i].total = 0;
 	}
 	qsort(uni, nuni, sizeof(*uni), cand_cmp);

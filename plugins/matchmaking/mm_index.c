@@ -209,20 +209,17 @@ void mm_index_free(struct mm_index *idx)
 	free(idx->tval);
 	free(idx->tvstamp);
 	free(idx->tlist);
+	free(idx->fval);
+	free(idx->fstamp);
+	free(idx->flist);
 	free(idx->tidf);
 	free(idx->tidfstamp);
-	free(idx->acc);
-	free(idx->best);
-	free(idx->racc);
-	free(idx->astamp);
-	free(idx->bstamp);
-	free(idx->rstamp);
-	free(idx->touched);
 	free(idx->sc);
+	free(idx->rc);
+	free(idx->onorm);
 	free(idx->okind);
 	free(idx->onseeks);
-	free(idx->rden);
-	free(idx->rdengen);
+	free(idx->cand);
 	free(idx);
 }
 
@@ -303,11 +300,15 @@ int mm_index_finish_topics(struct mm_index *idx, char *err, size_t errlen)
 	idx->tval = calloc(n ? n : 1, sizeof(double));
 	idx->tvstamp = calloc(n ? n : 1, sizeof(uint32_t));
 	idx->tlist = calloc(n ? n : 1, sizeof(uint32_t));
+	idx->fval = calloc(n ? n : 1, sizeof(double));
+	idx->fstamp = calloc(n ? n : 1, sizeof(uint32_t));
+	idx->flist = calloc(n ? n : 1, sizeof(uint32_t));
 	idx->tidf = calloc(n ? n : 1, sizeof(double));
 	idx->tidfstamp = calloc(n ? n : 1, sizeof(uint32_t));
 	idx->tidfgen = 1;
 	if (!idx->children || !idx->tstamp || !idx->tqueue || !idx->tdist || !idx->tval ||
-	    !idx->tvstamp || !idx->tlist || !idx->tidf || !idx->tidfstamp) {
+	    !idx->tvstamp || !idx->tlist || !idx->fval || !idx->fstamp || !idx->flist ||
+	    !idx->tidf || !idx->tidfstamp) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
@@ -391,14 +392,21 @@ double mm_idf(const struct mm_index *idx, uint32_t topic)
 	return v;
 }
 
-/* Every cached idf is stale (N or a subtree count changed). */
-static void idf_changed(struct mm_index *idx)
+void mm_index_invalidate(struct mm_index *idx)
 {
 	if (++idx->tidfgen == 0) {
 		if (idx->tidfstamp)
 			memset(idx->tidfstamp, 0, idx->ntopics * sizeof(uint32_t));
+		for (uint32_t i = 0; i < idx->capscratch; i++)
+			idx->onorm[i].gen = 0;
 		idx->tidfgen = 1;
 	}
+}
+
+/* Every cached idf is stale (N or a subtree count changed). */
+static void idf_changed(struct mm_index *idx)
+{
+	mm_index_invalidate(idx);
 }
 
 /* ---- organisations ---- */
@@ -414,55 +422,31 @@ uint32_t mm_index_org(const struct mm_index *idx, const char *id)
 /* Makes the per-organisation scratch arrays as large as the slot arrays. */
 static int grow_scratch(struct mm_index *idx)
 {
-	uint32_t need = idx->caporgs;
-	if (need <= idx->capscratch)
+	uint32_t need = idx->caporgs, old = idx->capscratch;
+	if (need <= old)
 		return 0;
-	double *acc = realloc(idx->acc, need * sizeof(double));
-	if (acc)
-		idx->acc = acc;
-	double *best = realloc(idx->best, need * sizeof(double));
-	if (best)
-		idx->best = best;
-	uint32_t *as = realloc(idx->astamp, need * sizeof(uint32_t));
-	if (as)
-		idx->astamp = as;
-	uint32_t *bs = realloc(idx->bstamp, need * sizeof(uint32_t));
-	if (bs)
-		idx->bstamp = bs;
-	uint32_t *tc = realloc(idx->touched, need * sizeof(uint32_t));
-	if (tc)
-		idx->touched = tc;
-	double *racc = realloc(idx->racc, need * sizeof(double));
-	if (racc)
-		idx->racc = racc;
-
-	uint32_t *rs = realloc(idx->rstamp, need * sizeof(uint32_t));
-	if (rs)
-		idx->rstamp = rs;
 	struct mm_acc *sc = realloc(idx->sc, need * sizeof(*sc));
 	if (sc)
 		idx->sc = sc;
+	struct mm_acc *rc = realloc(idx->rc, need * sizeof(*rc));
+	if (rc)
+		idx->rc = rc;
+	struct mm_norm *nm = realloc(idx->onorm, need * sizeof(*nm));
+	if (nm)
+		idx->onorm = nm;
 	uint8_t *ok = realloc(idx->okind, need);
 	if (ok)
 		idx->okind = ok;
 	uint16_t *on = realloc(idx->onseeks, need * sizeof(uint16_t));
 	if (on)
 		idx->onseeks = on;
-	double *rd = realloc(idx->rden, need * sizeof(double));
-	if (rd)
-		idx->rden = rd;
-	uint32_t *rg = realloc(idx->rdengen, need * sizeof(uint32_t));
-	if (rg)
-		idx->rdengen = rg;
-	if (!acc || !best || !as || !bs || !tc || !racc || !rs || !ok || !rd || !rg || !on || !sc)
+	if (!sc || !rc || !nm || !ok || !on)
 		return -1;
-	memset(idx->sc + idx->capscratch, 0, (need - idx->capscratch) * sizeof(*sc));
-	memset(idx->onseeks + idx->capscratch, 0, (need - idx->capscratch) * sizeof(uint16_t));
-	memset(idx->okind + idx->capscratch, MM_DEAD, need - idx->capscratch);
-	memset(idx->rdengen + idx->capscratch, 0, (need - idx->capscratch) * sizeof(uint32_t));
-	memset(idx->astamp + idx->capscratch, 0, (need - idx->capscratch) * sizeof(uint32_t));
-	memset(idx->bstamp + idx->capscratch, 0, (need - idx->capscratch) * sizeof(uint32_t));
-	memset(idx->rstamp + idx->capscratch, 0, (need - idx->capscratch) * sizeof(uint32_t));
+	memset(idx->sc + old, 0, (need - old) * sizeof(*sc));
+	memset(idx->rc + old, 0, (need - old) * sizeof(*rc));
+	memset(idx->onorm + old, 0, (need - old) * sizeof(*nm));
+	memset(idx->onseeks + old, 0, (need - old) * sizeof(uint16_t));
+	memset(idx->okind + old, MM_DEAD, need - old);
 	idx->capscratch = need;
 	return 0;
 }
@@ -701,20 +685,6 @@ bool mm_index_remove_org(struct mm_index *idx, const char *id)
 	return true;
 }
 
-double mm_seek_weight(const struct mm_index *idx, uint32_t slot, const double lw[4])
-{
-	if (idx->rdengen[slot] == idx->tidfgen)
-		return idx->rden[slot];
-	const struct mm_org *o = &idx->orgs[slot];
-	double sum = 0;
-	for (uint16_t i = 0; i < o->nseeks; i++)
-		sum += lw[o->seeks[i].level & 3] * mm_idf(idx, o->seeks[i].topic);
-	/* A cache: logically const. */
-	((struct mm_index *)idx)->rden[slot] = sum;
-	((struct mm_index *)idx)->rdengen[slot] = idx->tidfgen;
-	return sum;
-}
-
 size_t mm_index_memory(const struct mm_index *idx)
 {
 	size_t b = sizeof(*idx);
@@ -722,7 +692,8 @@ size_t mm_index_memory(const struct mm_index *idx)
 	b +=
 	    (size_t)idx->ntopics * (sizeof(uint32_t) * 3 + 1); /* children, tstamp, tqueue, tdist */
 	for (uint32_t i = 0; i < idx->ntopics; i++)
-		b += strlen(idx->topics[i].slug) + 1 + (size_t)idx->topics[i].cappost * 4;
+		b += strlen(idx->topics[i].slug) + 1 +
+		     ((size_t)idx->topics[i].cappost + idx->topics[i].capspost) * 4;
 	b += ((size_t)idx->topic_by_slug.cap + idx->topic_by_id.cap) * sizeof(uint32_t);
 	b += (size_t)idx->caporgs * sizeof(struct mm_org);
 	for (uint32_t i = 0; i < idx->norgs; i++) {
@@ -734,7 +705,9 @@ size_t mm_index_memory(const struct mm_index *idx)
 	}
 	b += (size_t)idx->capfree * sizeof(uint32_t);
 	b += (size_t)idx->org_by_id.cap * sizeof(uint32_t);
+	b += (size_t)idx->ntopics * (3 * sizeof(double) + 6 * sizeof(uint32_t)); /* query scratch */
 	b += (size_t)idx->capscratch *
-	     (4 * sizeof(double) + 5 * sizeof(uint32_t) + 3 + sizeof(struct mm_acc));
+	     (2 * sizeof(struct mm_acc) + sizeof(struct mm_norm) + 1 + sizeof(uint16_t));
+	b += idx->capcand * 24; /* struct mm_hit */
 	return b;
 }

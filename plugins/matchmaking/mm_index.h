@@ -59,13 +59,19 @@ struct mm_topic {
 	uint32_t nsub; /* organisations offering this topic or one below it */
 };
 
-/* Per-organisation state of one match query, in one place (one cache line per posting
- * read). Stamps say which query (epoch) the values belong to. */
+/* Per-organisation accumulator of one match query: 8 bytes, so that the accumulators of
+ * 100k organisations stay in the cache. The stamp says which query (epoch) the value
+ * belongs to. Single precision: mm_score.c widens its bounds by the rounding error. */
 struct mm_acc {
-	uint32_t astamp; /* reached by this query; acc < 0: filtered out */
-	uint32_t bstamp; /* reached by the current sought topic; best is its fit */
-	double acc;      /* sum of w_s * fit_s so far */
-	double best;
+	uint32_t stamp;
+	float val;
+};
+
+/* Per-organisation cached norms of its expanded offers and seeks vectors (see
+ * mm_score.h), valid while gen == mm_index.tidfgen. */
+struct mm_norm {
+	float offers, seeks;
+	uint32_t gen;
 };
 
 /* Open addressing (linear probing) from a string key to an array position. */
@@ -91,26 +97,28 @@ struct mm_index {
 	struct mm_map org_by_id;
 
 	/* Scratch for queries and updates (see mm_score.c). Grown with caporgs. */
-	uint32_t *tstamp, tepoch;           /* per topic */
-	uint32_t *tqueue;                   /* per topic: BFS queue */
-	uint8_t *tdist;                     /* per topic: BFS distance */
-	double *tval;                       /* per topic: a value of the current query */
-	uint32_t *tvstamp, tvepoch;         /* per topic: tval is set */
-	uint32_t *tlist;                    /* per topic: topics with tval set */
-	double *tidf;                       /* per topic: cached idf */
-	uint32_t *tidfstamp;                /* per topic: tidf valid when == tidfgen */
-	uint32_t tidfgen;                   /* bumped whenever an idf may change */
-	double *acc, *best, *racc;          /* per org */
-	uint32_t *astamp, *bstamp, *rstamp; /* per org */
-	uint32_t aepoch, bepoch, repoch;
-	uint32_t *touched; /* per org: organisations touched by one sought topic */
-	struct mm_acc *sc; /* per org: the accumulators of one query, together */
-	uint32_t sc_aepoch, sc_bepoch;
-	uint8_t *okind;    /* per org: its kind, dense for the hot loops; MM_DEAD when free */
-	uint16_t *onseeks; /* per org: how many topics it seeks, dense as well */
-	double *rden;      /* per org: cached sum of level weight * idf over what it seeks */
-	uint32_t *rdengen; /* per org: rden valid when == tidfgen */
+	uint32_t *tstamp, tepoch;   /* per topic */
+	uint32_t *tqueue;           /* per topic: BFS queue */
+	uint8_t *tdist;             /* per topic: BFS distance */
+	double *tval;               /* per topic: a node vector of the current query */
+	uint32_t *tvstamp, tvepoch; /* per topic: tval is set */
+	uint32_t *tlist;            /* per topic: topics with tval set */
+	double *fval;               /* per topic: a factor of the current query */
+	uint32_t *fstamp, fepoch;   /* per topic: fval is set */
+	uint32_t *flist;            /* per topic: topics with fval set */
+	double *tidf;               /* per topic: cached idf */
+	uint32_t *tidfstamp;        /* per topic: tidf valid when == tidfgen */
+	uint32_t tidfgen;           /* bumped whenever an idf (or the norm parameters) may change */
+	double norm_params[5]; /* gamma, levels, level weights the cached norms were made with */
+	struct mm_acc *sc;     /* per org: topic fit (the dot product; < 0: filtered out) */
+	struct mm_acc *rc;     /* per org: reciprocity (the dot product) */
+	uint32_t sc_aepoch, sc_repoch;
+	struct mm_norm *onorm; /* per org: cached vector norms */
+	uint8_t *okind;        /* per org: its kind, dense for the hot loops; MM_DEAD when free */
+	uint16_t *onseeks;     /* per org: how many topics it seeks, dense as well */
 	uint32_t capscratch;
+	void *cand; /* candidates of one query (struct mm_hit), reused */
+	size_t capcand;
 };
 
 struct mm_index *mm_index_new(void);
@@ -147,9 +155,8 @@ bool mm_topic_is_ancestor_or_self(const struct mm_index *idx, uint32_t a, uint32
  * those offering the topic or a topic below it. */
 double mm_idf(const struct mm_index *idx, uint32_t topic);
 
-/* Sum over what organisation slot seeks of level weight (1..3 → lw[level]) * idf, cached
- * until an idf changes. */
-double mm_seek_weight(const struct mm_index *idx, uint32_t slot, const double lw[4]);
+/* Every idf-dependent cache is stale (idf values, vector norms). */
+void mm_index_invalidate(struct mm_index *idx);
 
 /* Bytes held by the index (structures, strings, postings, maps, scratch). */
 size_t mm_index_memory(const struct mm_index *idx);

@@ -37,6 +37,7 @@ void mm_params_update(struct mm_params *p)
 		p->gpow[d] = d <= p->max_distance ? g : 0;
 		g *= p->gamma;
 	}
+	p->levels = p->max_distance / 2;
 }
 
 void mm_params_default(struct mm_params *p)
@@ -151,10 +152,117 @@ double mm_fit(const struct mm_index *idx, const struct mm_params *p, uint32_t s,
 	return best;
 }
 
-static double sought_weight(const struct mm_index *idx, const struct mm_params *p,
-                            const struct mm_entry *e)
+static double topic_weight(const struct mm_index *idx, const struct mm_params *p,
+                           const struct mm_entry *e)
 {
 	return p->level_weight[e->level & 3] * mm_idf(idx, e->topic);
+}
+
+double mm_kernel(const struct mm_index *idx, const struct mm_params *p, uint32_t a, uint32_t b)
+{
+	if (a >= idx->ntopics || b >= idx->ntopics)
+		return 0;
+	double k = 0;
+	uint32_t x = a;
+	for (int i = 0; i <= p->levels && x != MM_NONE; i++, x = idx->topics[x].parent) {
+		uint32_t y = b;
+		for (int j = 0; j <= p->levels && y != MM_NONE; j++, y = idx->topics[y].parent)
+			if (x == y)
+				k += p->gpow[i + j];
+	}
+	return k;
+}
+
+struct node_val {
+	uint32_t node;
+	double val;
+};
+
+static int node_val_cmp(const void *a, const void *b)
+{
+	const struct node_val *x = a, *y = b;
+	if (x->node != y->node)
+		return x->node < y->node ? -1 : 1;
+	return x->val < y->val ? -1 : x->val > y->val; /* an order that does not depend on qsort */
+}
+
+double mm_vec_norm(const struct mm_index *idx, const struct mm_params *p, const struct mm_entry *e,
+                   size_t n)
+{
+	/* The expanded vector as (node, value) pairs, sorted so that a node's parts add up
+	 * (in the same order every time: the cached norm and a recomputed one agree). */
+	struct node_val local[128], *v = local;
+	size_t cap = n * (size_t)(p->levels + 1), m = 0;
+	if (cap > 128 && !(v = malloc(cap * sizeof(*v))))
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		if (e[i].topic >= idx->ntopics)
+			continue;
+		double w = topic_weight(idx, p, &e[i]);
+		uint32_t t = e[i].topic;
+		for (int a = 0; a <= p->levels && t != MM_NONE; a++, t = idx->topics[t].parent)
+			v[m++] = (struct node_val){ t, w * p->gpow[a] };
+	}
+	qsort(v, m, sizeof(*v), node_val_cmp);
+	double sum = 0;
+	for (size_t i = 0; i < m;) {
+		double x = 0;
+		uint32_t node = v[i].node;
+		for (; i < m && v[i].node == node; i++)
+			x += v[i].val;
+		sum += x * x;
+	}
+	if (v != local)
+		free(v);
+	return sqrt(sum);
+}
+
+/* The cached norms depend on the parameters too: a change of them invalidates. */
+static void norm_params(struct mm_index *idx, const struct mm_params *p)
+{
+	double np[5] = { p->gamma, p->levels, p->level_weight[1], p->level_weight[2],
+		         p->level_weight[3] };
+	if (memcmp(np, idx->norm_params, sizeof(np)) != 0) {
+		memcpy(idx->norm_params, np, sizeof(np));
+		mm_index_invalidate(idx);
+	}
+}
+
+const struct mm_norm *mm_org_norms(struct mm_index *idx, const struct mm_params *p, uint32_t slot)
+{
+	struct mm_norm *nm = &idx->onorm[slot];
+	if (nm->gen != idx->tidfgen) {
+		const struct mm_org *o = &idx->orgs[slot];
+		nm->offers = (float)mm_vec_norm(idx, p, o->offers, o->noffers);
+		nm->seeks = (float)mm_vec_norm(idx, p, o->seeks, o->nseeks);
+		nm->gen = idx->tidfgen;
+	}
+	return nm;
+}
+
+/* The part of the dot product of vec(list) with the vector of a single topic t of weight
+ * 1, and the list entry contributing most (ties: the nearer, then the lower topic). */
+static double topic_dot(const struct mm_index *idx, const struct mm_params *p, uint32_t t,
+                        const struct mm_entry *list, size_t n, size_t *best)
+{
+	double sum = 0, top = 0;
+	int topd = 0;
+	*best = SIZE_MAX;
+	for (size_t i = 0; i < n; i++) {
+		double k = mm_kernel(idx, p, t, list[i].topic);
+		if (!(k > 0))
+			continue;
+		double x = k * topic_weight(idx, p, &list[i]);
+		sum += x;
+		int d = mm_topic_distance(idx, t, list[i].topic);
+		if (*best == SIZE_MAX || x > top ||
+		    (x == top && (d < topd || (d == topd && list[i].topic < list[*best].topic)))) {
+			top = x;
+			topd = d;
+			*best = i;
+		}
+	}
+	return sum;
 }
 
 double mm_score_pair(const struct mm_index *idx, const struct mm_params *p,
@@ -162,26 +270,34 @@ double mm_score_pair(const struct mm_index *idx, const struct mm_params *p,
                      const struct mm_view *cand, struct mm_reason *reasons, size_t *nreasons)
 {
 	size_t nr = 0;
-	double score = 0, topic_num = 0, wsum = 0;
-	for (size_t i = 0; i < nsought; i++)
-		wsum += sought_weight(idx, p, &sought[i]);
-	/* Topic fit: what is sought against what the candidate offers. */
-	for (size_t i = 0; wsum > 0 && i < nsought; i++) {
-		uint32_t m;
-		int d, l;
-		double fit =
-		    mm_fit(idx, p, sought[i].topic, cand->offers, cand->noffers, &m, &d, &l);
-		if (!(fit > 0))
+	double score = 0, topic_fit = 0;
+	/* Topic fit: cosine of the sought vector and the candidate's offers vector, one
+	 * reason per sought topic (its share of the dot product). */
+	double den =
+	    mm_vec_norm(idx, p, sought, nsought) * mm_vec_norm(idx, p, cand->offers, cand->noffers);
+	for (size_t i = 0; den > 0 && i < nsought; i++) {
+		size_t m;
+		double x = topic_weight(idx, p, &sought[i]) *
+		           topic_dot(idx, p, sought[i].topic, cand->offers, cand->noffers, &m) /
+		           den;
+		if (!(x > 0))
 			continue;
-		double w = sought_weight(idx, p, &sought[i]) * fit;
-		topic_num += w;
-		double c = mm_quantize(p->w_topics * w / wsum);
+		topic_fit += x;
+		double c = mm_quantize(p->w_topics * x);
 		if (c > 0 && reasons)
 			reasons[nr++] =
-			    (struct mm_reason){ MM_REASON_OFFERS, sought[i].topic, m, d, l, 0, c };
+			    (struct mm_reason){ MM_REASON_OFFERS,
+				                sought[i].topic,
+				                cand->offers[m].topic,
+				                mm_topic_distance(idx, sought[i].topic,
+				                                  cand->offers[m].topic),
+				                cand->offers[m].level,
+				                0,
+				                c };
 		score += c;
 	}
-	double topic_fit = wsum > 0 ? topic_num / wsum : 0;
+	if (topic_fit > 1)
+		topic_fit = 1; /* a cosine, up to rounding */
 	/* Complementarity of kinds, in proportion to the topic fit. */
 	if (req->kind >= 0 && req->kind < MM_NKINDS && cand->kind >= 0 && cand->kind < MM_NKINDS) {
 		double k = p->kind[req->kind][cand->kind];
@@ -191,23 +307,30 @@ double mm_score_pair(const struct mm_index *idx, const struct mm_params *p,
 			    (struct mm_reason){ MM_REASON_KIND, MM_NONE, MM_NONE, -1, 0, k, c };
 		score += c;
 	}
-	/* Reciprocity: what the candidate seeks against what the requester offers. */
-	double rsum = 0;
-	for (size_t i = 0; req->noffers && i < cand->nseeks; i++)
-		rsum += sought_weight(idx, p, &cand->seeks[i]);
-	for (size_t i = 0; rsum > 0 && i < cand->nseeks; i++) {
-		uint32_t m;
-		int d, l;
-		double fit =
-		    mm_fit(idx, p, cand->seeks[i].topic, req->offers, req->noffers, &m, &d, &l);
-		if (!(fit > 0))
+	/* Reciprocity: cosine of the candidate's seeks vector and the requester's offers
+	 * vector, one reason per topic the candidate seeks. */
+	double rden = req->noffers && cand->nseeks
+	                  ? mm_vec_norm(idx, p, cand->seeks, cand->nseeks) *
+	                        mm_vec_norm(idx, p, req->offers, req->noffers)
+	                  : 0;
+	for (size_t i = 0; rden > 0 && i < cand->nseeks; i++) {
+		size_t m;
+		double x = topic_weight(idx, p, &cand->seeks[i]) *
+		           topic_dot(idx, p, cand->seeks[i].topic, req->offers, req->noffers, &m) /
+		           rden;
+		double c = mm_quantize(p->w_recip * x);
+		if (!(c > 0))
 			continue;
-		double c =
-		    mm_quantize(p->w_recip * sought_weight(idx, p, &cand->seeks[i]) * fit / rsum);
-		if (c > 0 && reasons)
-			reasons[nr++] = (struct mm_reason){
-				MM_REASON_SEEKS, cand->seeks[i].topic, m, d, l, 0, c
-			};
+		if (reasons)
+			reasons[nr++] =
+			    (struct mm_reason){ MM_REASON_SEEKS,
+				                cand->seeks[i].topic,
+				                req->offers[m].topic,
+				                mm_topic_distance(idx, cand->seeks[i].topic,
+				                                  req->offers[m].topic),
+				                req->offers[m].level,
+				                0,
+				                c };
 		score += c;
 	}
 	/* Rounding may overshoot 1 by a few quanta: take them from the largest part. */
@@ -323,16 +446,15 @@ uint32_t mm_scratch_epoch(uint32_t *epoch, uint32_t *stamps, uint32_t n)
 	return *epoch;
 }
 
-/* A fresh stamp for the accumulators (both stamps are cleared when a counter wraps). */
-static uint32_t sc_epoch(struct mm_index *idx, bool a)
+uint32_t mm_acc_epoch(struct mm_index *idx, bool a)
 {
-	uint32_t *epoch = a ? &idx->sc_aepoch : &idx->sc_bepoch;
+	uint32_t *epoch = a ? &idx->sc_aepoch : &idx->sc_repoch;
 	if (++*epoch == 0) {
 		for (uint32_t i = 0; i < idx->capscratch; i++) {
 			if (a)
-				idx->sc[i].astamp = 0;
+				idx->sc[i].stamp = 0;
 			else
-				idx->sc[i].bstamp = 0;
+				idx->rc[i].stamp = 0;
 		}
 		*epoch = 1;
 	}
@@ -370,145 +492,242 @@ static struct mm_hit heap_pop(struct mm_hit *h, size_t *n)
 	return top;
 }
 
-/* Accumulates the topic fit of every organisation reached through the inverted lists
- * of the sought topics' neighbourhoods, and returns the candidates (malloc'd, bound
- * set, heap-ordered) in *out. */
-/* Accumulates the topic fit of every organisation reached through the inverted lists
- * of the sought topics' neighbourhoods (term at a time), then its reciprocity through
- * the inverted lists of what it seeks, and returns the candidates (malloc'd,
- * heap-ordered on their bound: the exact score before rounding plus what rounding can
- * add) in *out. */
-static int accumulate(struct mm_index *idx, const struct mm_params *p, uint32_t requester,
-                      const struct mm_entry *sought, size_t nsought, const struct mm_filter *f,
-                      struct mm_hit **out, size_t *nout, struct mm_stats *stats)
+/* The vector of a list (see mm_score.h) into idx->tval, its nodes listed in idx->tlist:
+ * returns their count, and the norm in *norm. */
+static uint32_t node_vector(struct mm_index *idx, const struct mm_params *p,
+                            const struct mm_entry *e, size_t n, double *norm)
 {
-	*out = NULL;
-	*nout = 0;
-	double wsum = 0;
-	for (size_t i = 0; i < nsought; i++)
-		wsum += sought_weight(idx, p, &sought[i]);
-	if (!(wsum > 0) || !idx->capscratch)
-		return 0;
-	const struct mm_org *req = requester < idx->norgs ? &idx->orgs[requester] : NULL;
-	size_t cap = 256, n = 0;
-	struct mm_hit *c = malloc(cap * sizeof(*c));
-	if (!c)
-		return -1;
-	uint32_t aep = sc_epoch(idx, true);
-	uint32_t touched_total = 0, postings = 0;
-	struct mm_acc *sc = idx->sc;
-	for (size_t i = 0; i < nsought; i++) {
-		double ws = sought_weight(idx, p, &sought[i]);
-		uint32_t bep = sc_epoch(idx, false);
-		uint32_t nn = mm_neighbourhood(idx, sought[i].topic, p->max_distance);
-		for (uint32_t j = 0; j < nn; j++) {
-			uint32_t v = idx->tqueue[j];
-			double g = p->gpow[idx->tdist[v]];
-			const struct mm_topic *t = &idx->topics[v];
-			postings += t->npost;
-			for (uint32_t x = 0; x < t->npost; x++) {
-				uint32_t org = t->post[x] >> 2;
-				double val = g * p->level_weight[t->post[x] & 3];
-				struct mm_acc *e = &sc[org];
-				if (e->astamp != aep) {
-					/* The first time this query reaches the organisation. */
-					e->astamp = aep;
-					touched_total++;
-					if (!passes(idx, org, requester, f)) {
-						e->acc = -1;
-						continue;
-					}
-					if (n == cap) {
-						struct mm_hit *nc =
-						    realloc(c, 2 * cap * sizeof(*c));
-						if (!nc) {
-							free(c);
-							return -1;
-						}
-						c = nc;
-						cap *= 2;
-					}
-					c[n++].org = org;
-					e->acc = 0;
-				} else if (e->acc < 0) {
-					continue;
-				}
-				/* fit_s is the best value over the neighbourhood: add the gain. */
-				if (e->bstamp != bep) {
-					e->bstamp = bep;
-					e->best = val;
-					e->acc += ws * val;
-				} else if (val > e->best) {
-					e->acc += ws * (val - e->best);
-					e->best = val;
-				}
+	uint32_t ep = mm_scratch_epoch(&idx->tvepoch, idx->tvstamp, idx->ntopics), nl = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (e[i].topic >= idx->ntopics)
+			continue;
+		double w = topic_weight(idx, p, &e[i]);
+		uint32_t t = e[i].topic;
+		for (int a = 0; a <= p->levels && t != MM_NONE; a++, t = idx->topics[t].parent) {
+			if (idx->tvstamp[t] != ep) {
+				idx->tvstamp[t] = ep;
+				idx->tval[t] = 0;
+				idx->tlist[nl++] = t;
+			}
+			idx->tval[t] += w * p->gpow[a];
+		}
+	}
+	double sum = 0;
+	for (uint32_t i = 0; i < nl; i++)
+		sum += idx->tval[idx->tlist[i]] * idx->tval[idx->tlist[i]];
+	*norm = sqrt(sum);
+	return nl;
+}
+
+/* Spreads the vector in tval down the taxonomy: for every topic o at most p->levels below
+ * one of its nl nodes, fval[o] = the sum over o's ancestors-or-self n of tval[n] *
+ * gamma^(steps from o up to n). An entry of weight w on o then adds w * fval[o] to the
+ * dot product, so each inverted list is read once, with one factor. Returns the count of
+ * such topics (listed in idx->flist). */
+static uint32_t spread_down(struct mm_index *idx, const struct mm_params *p, uint32_t nl)
+{
+	uint32_t ep = mm_scratch_epoch(&idx->fepoch, idx->fstamp, idx->ntopics), nf = 0;
+	for (uint32_t j = 0; j < nl; j++) {
+		uint32_t n = idx->tlist[j], head = 0, tail = 0;
+		double v = idx->tval[n];
+		idx->tqueue[tail++] = n;
+		idx->tdist[n] = 0;
+		while (head < tail) {
+			uint32_t u = idx->tqueue[head++];
+			int b = idx->tdist[u];
+			if (idx->fstamp[u] != ep) {
+				idx->fstamp[u] = ep;
+				idx->fval[u] = 0;
+				idx->flist[nf++] = u;
+			}
+			idx->fval[u] += v * p->gpow[b];
+			if (b >= p->levels)
+				continue;
+			const struct mm_topic *t = &idx->topics[u];
+			for (uint32_t i = 0; i < t->nchildren; i++) {
+				uint32_t c = idx->children[t->first_child + i];
+				idx->tdist[c] = (uint8_t)(b + 1);
+				idx->tqueue[tail++] = c;
 			}
 		}
 	}
-	/* Reciprocity, term at a time as well: g(t) is the best fit any offer of the
-	 * requester gives topic t; a candidate seeking t gains level_weight * idf(t) * g(t).
-	 * Divided by the candidate's own weight sum, this is R (up to rounding). */
-	uint32_t rep = 0;
-	if (req && req->noffers > 0 && p->w_recip > 0) {
-		uint32_t vep = mm_scratch_epoch(&idx->tvepoch, idx->tvstamp, idx->ntopics);
-		uint32_t nl = 0;
-		for (uint16_t i = 0; i < req->noffers; i++) {
-			double lw = p->level_weight[req->offers[i].level & 3];
-			uint32_t nn = mm_neighbourhood(idx, req->offers[i].topic, p->max_distance);
-			for (uint32_t j = 0; j < nn; j++) {
-				uint32_t v = idx->tqueue[j];
-				double val = p->gpow[idx->tdist[v]] * lw;
-				if (idx->tvstamp[v] != vep) {
-					idx->tvstamp[v] = vep;
-					idx->tval[v] = val;
-					idx->tlist[nl++] = v;
-				} else if (val > idx->tval[v]) {
-					idx->tval[v] = val;
+	return nf;
+}
+
+/* Room for one more candidate in idx->cand; NULL when out of memory. */
+static struct mm_hit *cand_room(struct mm_index *idx, size_t n)
+{
+	if (n == idx->capcand) {
+		size_t cap = idx->capcand ? 2 * idx->capcand : 1024;
+		struct mm_hit *c = realloc(idx->cand, cap * sizeof(*c));
+		if (!c)
+			return NULL;
+		idx->cand = c;
+		idx->capcand = cap;
+	}
+	return (struct mm_hit *)idx->cand;
+}
+
+/* Scores every organisation reached through the inverted lists, term at a time into
+ * the dense accumulators: the dot product of the sought vector with its offers vector,
+ * then of its seeks vector with the requester's offers vector (each list read once, see
+ * spread_down). The candidates (in idx->cand, *nout of them) get as bound their score
+ * before rounding plus what rounding can add; *slack is what rounding can take away
+ * (at most, over all of them). */
+static int accumulate(struct mm_index *idx, const struct mm_params *p, uint32_t requester,
+                      const struct mm_entry *sought, size_t nsought, const struct mm_filter *f,
+                      size_t *nout, double *slack, struct mm_stats *stats)
+{
+	*nout = 0;
+	*slack = 0;
+	if (!idx->capscratch || !idx->topics_done)
+		return 0;
+	norm_params(idx, p);
+	double qnorm;
+	uint32_t nl = node_vector(idx, p, sought, nsought, &qnorm);
+	if (!(qnorm > 0))
+		return 0;
+	uint32_t nf = spread_down(idx, p, nl);
+	const struct mm_org *req = requester < idx->norgs ? &idx->orgs[requester] : NULL;
+	size_t n = 0;
+	struct mm_hit *c = cand_room(idx, 0);
+	if (!c)
+		return -1;
+	uint32_t aep = mm_acc_epoch(idx, true);
+	uint32_t touched_total = 0, postings = 0;
+	struct mm_acc *sc = idx->sc, *rc = idx->rc;
+	for (uint32_t j = 0; j < nf; j++) {
+		uint32_t o = idx->flist[j];
+		const struct mm_topic *t = &idx->topics[o];
+		double k = idx->fval[o] * mm_idf(idx, o);
+		float val[4] = { 0, (float)(k * p->level_weight[1]),
+			         (float)(k * p->level_weight[2]), (float)(k * p->level_weight[3]) };
+		postings += t->npost;
+		for (uint32_t x = 0; x < t->npost; x++) {
+			uint32_t org = t->post[x] >> 2;
+			struct mm_acc *e = &sc[org];
+			if (e->stamp != aep) {
+				/* The first time this query reaches the organisation. */
+				e->stamp = aep;
+				touched_total++;
+				if (!passes(idx, org, requester, f)) {
+					e->val = -1;
+					continue;
 				}
+				if (!(c = cand_room(idx, n)))
+					return -1;
+				c[n++].org = org;
+				e->val = 0;
+			} else if (e->val < 0) {
+				continue;
 			}
+			e->val += val[t->post[x] & 3];
 		}
-		rep = mm_scratch_epoch(&idx->repoch, idx->rstamp, idx->capscratch);
-		for (uint32_t j = 0; j < nl; j++) {
-			uint32_t v = idx->tlist[j];
-			const struct mm_topic *t = &idx->topics[v];
-			double w = idx->tval[v] * mm_idf(idx, v);
+	}
+	/* Reciprocity the same way, over the seeks lists, for candidates only. */
+	uint32_t rep = 0;
+	double anorm = 0;
+	if (req && req->noffers > 0 && p->w_recip > 0) {
+		nl = node_vector(idx, p, req->offers, req->noffers, &anorm);
+		nf = spread_down(idx, p, nl);
+		rep = mm_acc_epoch(idx, false);
+		for (uint32_t j = 0; j < nf; j++) {
+			uint32_t s = idx->flist[j];
+			const struct mm_topic *t = &idx->topics[s];
+			double k = idx->fval[s] * mm_idf(idx, s);
+			float val[4] = { 0, (float)(k * p->level_weight[1]),
+				         (float)(k * p->level_weight[2]),
+				         (float)(k * p->level_weight[3]) };
 			postings += t->nspost;
 			for (uint32_t x = 0; x < t->nspost; x++) {
 				uint32_t org = t->spost[x] >> 2;
-				if (sc[org].astamp != aep || sc[org].acc < 0)
+				if (sc[org].stamp != aep || sc[org].val < 0)
 					continue; /* not a candidate */
-				if (idx->rstamp[org] != rep) {
-					idx->rstamp[org] = rep;
-					idx->racc[org] = 0;
+				struct mm_acc *e = &rc[org];
+				if (e->stamp != rep) {
+					e->stamp = rep;
+					e->val = 0;
 				}
-				idx->racc[org] += p->level_weight[t->spost[x] & 3] * w;
+				e->val += val[t->spost[x] & 3];
 			}
 		}
 	}
+	/* The bound: the score before rounding, widened by the error of the single
+	 * precision sums and norms (relative, under 2^-24 per operation: 1e-4 covers over a
+	 * thousand terms) and by what rounding the contributions can add. */
+	uint32_t maxseeks = 0;
+	double wide = 1 + 1e-4;
 	for (size_t i = 0; i < n; i++) {
 		uint32_t org = c[i].org;
-		double t = sc[org].acc / wsum;
+		const struct mm_norm *nm = mm_org_norms(idx, p, org);
+		double t = nm->offers > 0 ? sc[org].val / (qnorm * nm->offers) : 0;
 		double k = req ? p->kind[req->kind][idx->okind[org]] : 0;
 		double r = 0;
-		if (rep && idx->rstamp[org] == rep) {
-			double den = mm_seek_weight(idx, org, p->level_weight);
-			r = den > 0 ? idx->racc[org] / den : 0;
-		}
-		/* Rounding adds less than half a quantum per reason. */
+		if (rep && rc[org].stamp == rep && nm->seeks > 0 && anorm > 0)
+			r = rc[org].val / (anorm * nm->seeks);
+		if (idx->onseeks[org] > maxseeks)
+			maxseeks = idx->onseeks[org];
 		c[i].score = 0;
-		c[i].bound = t * (p->w_topics + p->w_kinds * k) + p->w_recip * r +
+		c[i].bound = (t * (p->w_topics + p->w_kinds * k) + p->w_recip * r) * wide +
 		             (double)(nsought + 1 + idx->onseeks[org]) * MM_QUANTUM + 1e-9;
 	}
-	for (size_t i = n / 2; i-- > 0;)
-		sift_down(c, n, i);
+	*slack = 2 * (double)(nsought + 1 + maxseeks) * MM_QUANTUM + 3e-4;
 	if (stats) {
 		stats->touched = touched_total;
 		stats->candidates = (uint32_t)n;
 		stats->postings = postings;
 	}
-	*out = c;
 	*nout = n;
 	return 0;
+}
+
+static void dmin_sift_down(double *h, size_t n, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, low = i;
+		if (l < n && h[l] < h[low])
+			low = l;
+		if (r < n && h[r] < h[low])
+			low = r;
+		if (low == i)
+			return;
+		double t = h[i];
+		h[i] = h[low];
+		h[low] = t;
+		i = low;
+	}
+}
+
+/* Keeps, in c, the candidates whose bound is at least the m-th largest bound minus
+ * margin, and heap-orders them on their bound: a pass with a heap of m values instead of
+ * ordering every candidate. Returns the new count, or (size_t)-1 (out of memory). */
+static size_t keep_best(struct mm_hit *c, size_t n, size_t m, double margin)
+{
+	if (n > m && m > 0) {
+		double local[128], *h = m <= 128 ? local : malloc(m * sizeof(double));
+		if (!h)
+			return (size_t)-1;
+		for (size_t i = 0; i < m; i++)
+			h[i] = c[i].bound;
+		for (size_t i = m / 2; i-- > 0;)
+			dmin_sift_down(h, m, i);
+		for (size_t i = m; i < n; i++)
+			if (c[i].bound > h[0]) {
+				h[0] = c[i].bound;
+				dmin_sift_down(h, m, 0);
+			}
+		double floor_ = h[0] - margin;
+		if (h != local)
+			free(h);
+		size_t k = 0;
+		for (size_t i = 0; i < n; i++)
+			if (c[i].bound >= floor_)
+				c[k++] = c[i];
+		n = k;
+	}
+	for (size_t i = n / 2; i-- > 0;)
+		sift_down(c, n, i);
+	return n;
 }
 
 /* Min-heap on rank (the worst-ranked hit at the top). */
@@ -583,15 +802,19 @@ int mm_match(struct mm_index *idx, const struct mm_params *p, uint32_t requester
              struct mm_hit *out, struct mm_stats *stats)
 {
 	struct mm_stats st = { 0, 0, 0, 0, true };
-	struct mm_hit *c;
 	size_t n;
+	double slack;
 	struct mm_view rv = { -1, NULL, 0, NULL, 0 };
 	if (requester < idx->norgs && idx->orgs[requester].alive)
 		mm_view_of(idx, requester, &rv);
-	if (accumulate(idx, p, requester, sought, nsought, f, &c, &n, &st) < 0)
+	if (accumulate(idx, p, requester, sought, nsought, f, &n, &slack, &st) < 0)
 		return -1;
-	size_t ntop = rescore(idx, p, &rv, sought, nsought, c, n, k, out, &st);
-	free(c);
+	/* Whatever is below the k-th bound by more than rounding can move a score cannot
+	 * enter the top k: only the few others are ordered and re-scored. */
+	n = keep_best(idx->cand, n, k, slack);
+	if (n == (size_t)-1)
+		return -1;
+	size_t ntop = rescore(idx, p, &rv, sought, nsought, idx->cand, n, k, out, &st);
 	sort_idx = idx;
 	qsort(out, ntop, sizeof(*out), hit_qsort_cmp);
 	if (stats)
@@ -604,15 +827,17 @@ int mm_candidates(struct mm_index *idx, const struct mm_params *p, uint32_t requ
                   size_t m, struct mm_hit *out, struct mm_stats *stats)
 {
 	struct mm_stats st = { 0, 0, 0, 0, true };
-	struct mm_hit *c;
 	size_t n;
-	if (accumulate(idx, p, requester, sought, nsought, f, &c, &n, &st) < 0)
+	double slack;
+	if (accumulate(idx, p, requester, sought, nsought, f, &n, &slack, &st) < 0)
+		return -1;
+	st.exact = n <= m;
+	n = keep_best(idx->cand, n, m, 0);
+	if (n == (size_t)-1)
 		return -1;
 	size_t k = 0;
 	while (n > 0 && k < m)
-		out[k++] = heap_pop(c, &n);
-	st.exact = n == 0;
-	free(c);
+		out[k++] = heap_pop(idx->cand, &n);
 	if (stats)
 		*stats = st;
 	return (int)k;

@@ -19,10 +19,11 @@ struct mm_params {
 	double kind[MM_NKINDS][MM_NKINDS]; /* [requester kind][candidate kind] in [0, 1] */
 	uint32_t max_candidates;           /* exact re-ranking stops after this many */
 	double gpow[MM_MAX_DIST + 1];      /* gamma^d, 0 beyond max_distance (mm_params_update) */
+	int levels; /* how far up a topic spreads in the vectors: max_distance / 2 */
 };
 
 void mm_params_default(struct mm_params *p);
-/* Recomputes derived values (gpow) after gamma or max_distance changed. */
+/* Recomputes derived values (gpow, levels) after gamma or max_distance changed. */
 void mm_params_update(struct mm_params *p);
 /* Normalises the three weights (false when they sum to 0). */
 bool mm_params_set_weights(struct mm_params *p, double topics, double kinds, double recip);
@@ -63,6 +64,19 @@ struct mm_reason {
 double mm_fit(const struct mm_index *idx, const struct mm_params *p, uint32_t s,
               const struct mm_entry *offers, size_t noffers, uint32_t *matched, int *dist,
               int *level);
+
+/* Topic vectors (docs/matchmaking.md): a list of topics with levels is the vector that
+ * gives each listed topic t the weight level_weight * idf(t), and each of its ancestors
+ * up to p->levels above it gamma^(steps up) times that (weights of one node add up).
+ * mm_kernel is the dot product of the vectors of two single topics of weight 1: the sum,
+ * over the common ancestors-or-self n within p->levels of both, of gamma^(d(a,n) +
+ * d(b,n)); 0 when they meet nowhere. */
+double mm_kernel(const struct mm_index *idx, const struct mm_params *p, uint32_t a, uint32_t b);
+/* The Euclidean norm of the vector of a list (duplicates add up). */
+double mm_vec_norm(const struct mm_index *idx, const struct mm_params *p, const struct mm_entry *e,
+                   size_t n);
+/* The norms of organisation slot's offers and seeks vectors, cached in idx->onorm. */
+const struct mm_norm *mm_org_norms(struct mm_index *idx, const struct mm_params *p, uint32_t slot);
 
 /* The score of cand for req looking for sought (deduplicated), in [0, 1]: the sum of the
  * quantised contributions. reasons (capacity nsought + cand->nseeks + 1, may be NULL)
@@ -121,5 +135,7 @@ uint32_t mm_neighbourhood(struct mm_index *idx, uint32_t s, int max_distance);
 /* A fresh stamp value for one of the index's per-organisation scratch arrays (stamps of n
  * entries are cleared when the counter wraps). */
 uint32_t mm_scratch_epoch(uint32_t *epoch, uint32_t *stamps, uint32_t n);
+/* The same for the accumulators idx->sc (a: astamp, else rstamp). */
+uint32_t mm_acc_epoch(struct mm_index *idx, bool a);
 
 #endif

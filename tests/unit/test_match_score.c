@@ -264,11 +264,36 @@ static void test_score(void)
 	}
 	ok(s[0] > s[2] && s[2] > s[1] && s[1] > 0, "exact > parent > sibling > 0");
 	ok(s[3] == 0, "a cousin (distance 4) is beyond the default max distance");
-	ok(s[0] > s[4], "level 3 beats level 1");
 	double wt = p.w_topics + p.w_kinds * p.kind[MM_SME][MM_SME];
 	ok(fabs(s[0] - wt) < 1e-6, "exact level-3 match = w_topics + w_kinds*K (%.6f)", s[0]);
-	ok(fabs(s[1] - wt * 0.25) < 1e-6, "sibling = gamma^2 of it");
-	ok(fabs(s[2] - wt * 0.5) < 1e-6, "parent = gamma of it");
+	/* Cosines of the topic vectors: {t, parent(t) at gamma} against the same for the
+	 * offer; the parent meets them once at gamma, a sibling at gamma^2 (their parent). */
+	double g = p.gamma, norm2 = 1 + g * g;
+	ok(fabs(s[1] - wt * g * g / norm2) < 1e-6, "sibling = gamma^2 / (1 + gamma^2) of it");
+	ok(fabs(s[2] - wt * g / norm2) < 1e-6, "parent = gamma / (1 + gamma^2) of it");
+	ok(fabs(s[4] - s[0]) < 1e-6, "a single offer at level 1: the same direction, the same fit");
+	/* Levels weigh an organisation's offers against each other: the one strongest in what
+	 * is sought fits better. */
+	struct mm_entry strong[] = { { want, 3 }, { T(idx, "t7"), 1 } },
+	                weak[] = { { want, 1 }, { T(idx, "t7"), 3 } };
+	uint32_t ost = add_org(idx, 8, MM_SME, "NL", strong, 2, NULL, 0);
+	uint32_t owk = add_org(idx, 9, MM_SME, "NL", weak, 2, NULL, 0);
+	mm_view_of(idx, ost, &cv);
+	double sst = mm_score_pair(idx, &p, &rv, sought, 1, &cv, NULL, NULL);
+	mm_view_of(idx, owk, &cv);
+	double swk = mm_score_pair(idx, &p, &rv, sought, 1, &cv, NULL, NULL);
+	ok(sst > swk && swk > 0, "level 3 beats level 1 (%.4f > %.4f)", sst, swk);
+	ok(fabs(mm_kernel(idx, &p, want, want) - norm2) < 1e-12 &&
+	       fabs(mm_kernel(idx, &p, want, T(idx, "t3")) - g * g) < 1e-12 &&
+	       fabs(mm_kernel(idx, &p, want, T(idx, "t1")) - g) < 1e-12 &&
+	       mm_kernel(idx, &p, want, T(idx, "t0")) == 0 &&
+	       mm_kernel(idx, &p, want, T(idx, "t7")) == 0,
+	   "kernel: itself 1 + gamma^2, sibling gamma^2, parent gamma, grandparent and cousin 0");
+	struct mm_entry two[] = { { want, 3 }, { T(idx, "t3"), 2 } };
+	double w2 = 0.75 * mm_idf(idx, T(idx, "t3")), w1 = mm_idf(idx, want);
+	double n2 = sqrt(w1 * w1 + w2 * w2 + (g * w1 + g * w2) * (g * w1 + g * w2));
+	ok(fabs(mm_vec_norm(idx, &p, two, 2) - n2) < 1e-9,
+	   "the norm adds the parts that meet at the parent");
 
 	/* Kinds: a hospital with the same offer ranks above the SME. */
 	uint32_t oh = add_org(idx, 6, MM_HOSPITAL, "NL", exact, 1, NULL, 0);
@@ -391,11 +416,12 @@ static int full_sort(struct mm_index *idx, const struct mm_params *p, uint32_t r
 		if (ex)
 			continue;
 		mm_view_of(idx, o, &cv);
-		/* only organisations with some topic fit are candidates */
+		/* only organisations with some topic fit are candidates: an offer whose topic
+		 * vector meets a sought one */
 		bool fit = false;
 		for (size_t i = 0; i < ns && !fit; i++)
-			fit = mm_fit(idx, p, sought[i].topic, cv.offers, cv.noffers, NULL, NULL,
-			             NULL) > 0;
+			for (size_t j = 0; j < cv.noffers && !fit; j++)
+				fit = mm_kernel(idx, p, sought[i].topic, cv.offers[j].topic) > 0;
 		if (!fit)
 			continue;
 		all[n].org = o;

@@ -34,8 +34,12 @@ with tap.guard('docs'):
            'the Quick start holds two one-line commands')
     tap.ok(quick[1].strip() == 'contrib/install-deps && tests/run-all',
            'the second one is the test command CI runs')
-    with open(os.path.join(SRC, '.ci', 'run'), encoding='utf-8') as f:
-        ci = f.read()
-    tap.ok('contrib/install-deps' in ci and 'tests/run-all' in ci, '.ci/run runs it')
+    ci_run = os.path.join(SRC, '.ci', 'run')
+    if os.path.exists(ci_run):
+        with open(ci_run, encoding='utf-8') as f:
+            ci = f.read()
+        tap.ok('contrib/install-deps' in ci and 'tests/run-all' in ci, '.ci/run runs it')
+    else:
+        tap.skip('.ci/run runs it', 'not in a release tarball')
 
 tap.done()

@@ -185,6 +185,8 @@ void mm_index_free(struct mm_index *idx)
 		free(idx->topics[i].slug);
 		free(idx->topics[i].post);
 		free(idx->topics[i].spost);
+		free(idx->topics[i].xorg);
+		free(idx->topics[i].xval);
 		if (idx->pending_parent)
 			free(idx->pending_parent[i]);
 	}
@@ -212,10 +214,13 @@ void mm_index_free(struct mm_index *idx)
 	free(idx->fval);
 	free(idx->fstamp);
 	free(idx->flist);
+	free(idx->mlist);
 	free(idx->tidf);
 	free(idx->tidfstamp);
 	free(idx->sc);
 	free(idx->rc);
+	free(idx->xc);
+	free(idx->xslots);
 	free(idx->onorm);
 	free(idx->okind);
 	free(idx->onseeks);
@@ -303,12 +308,13 @@ int mm_index_finish_topics(struct mm_index *idx, char *err, size_t errlen)
 	idx->fval = calloc(n ? n : 1, sizeof(double));
 	idx->fstamp = calloc(n ? n : 1, sizeof(uint32_t));
 	idx->flist = calloc(n ? n : 1, sizeof(uint32_t));
+	idx->mlist = calloc(n ? n : 1, sizeof(uint32_t));
 	idx->tidf = calloc(n ? n : 1, sizeof(double));
 	idx->tidfstamp = calloc(n ? n : 1, sizeof(uint32_t));
 	idx->tidfgen = 1;
 	if (!idx->children || !idx->tstamp || !idx->tqueue || !idx->tdist || !idx->tval ||
 	    !idx->tvstamp || !idx->tlist || !idx->fval || !idx->fstamp || !idx->flist ||
-	    !idx->tidf || !idx->tidfstamp) {
+	    !idx->mlist || !idx->tidf || !idx->tidfstamp) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
@@ -399,6 +405,8 @@ void mm_index_invalidate(struct mm_index *idx)
 			memset(idx->tidfstamp, 0, idx->ntopics * sizeof(uint32_t));
 		for (uint32_t i = 0; i < idx->capscratch; i++)
 			idx->onorm[i].gen = 0;
+		for (uint32_t i = 0; i < idx->ntopics; i++)
+			idx->topics[i].xgen = 0;
 		idx->tidfgen = 1;
 	}
 }
@@ -431,6 +439,12 @@ static int grow_scratch(struct mm_index *idx)
 	struct mm_acc *rc = realloc(idx->rc, need * sizeof(*rc));
 	if (rc)
 		idx->rc = rc;
+	struct mm_acc *xc = realloc(idx->xc, need * sizeof(*xc));
+	if (xc)
+		idx->xc = xc;
+	uint32_t *xs = realloc(idx->xslots, need * sizeof(*xs));
+	if (xs)
+		idx->xslots = xs;
 	struct mm_norm *nm = realloc(idx->onorm, need * sizeof(*nm));
 	if (nm)
 		idx->onorm = nm;
@@ -440,8 +454,9 @@ static int grow_scratch(struct mm_index *idx)
 	uint16_t *on = realloc(idx->onseeks, need * sizeof(uint16_t));
 	if (on)
 		idx->onseeks = on;
-	if (!sc || !rc || !nm || !ok || !on)
+	if (!sc || !rc || !xc || !xs || !nm || !ok || !on)
 		return -1;
+	memset(idx->xc + old, 0, (need - old) * sizeof(*xc));
 	memset(idx->sc + old, 0, (need - old) * sizeof(*sc));
 	memset(idx->rc + old, 0, (need - old) * sizeof(*rc));
 	memset(idx->onorm + old, 0, (need - old) * sizeof(*nm));
@@ -685,6 +700,97 @@ bool mm_index_remove_org(struct mm_index *idx, const char *id)
 	return true;
 }
 
+/* The main area of an organisation: the parent (or the topic itself, for a theme) most
+ * of its offers fall under; ties: the lower topic. MM_NONE without offers. */
+static uint32_t main_area(const struct mm_index *idx, const struct mm_org *o)
+{
+	uint32_t best = MM_NONE, bestn = 0;
+	for (uint16_t i = 0; i < o->noffers; i++) {
+		uint32_t t = o->offers[i].topic, a = idx->topics[t].parent;
+		a = a == MM_NONE ? t : a;
+		uint32_t n = 0;
+		for (uint16_t j = 0; j < o->noffers; j++) {
+			uint32_t u = o->offers[j].topic, b = idx->topics[u].parent;
+			n += (b == MM_NONE ? u : b) == a;
+		}
+		if (n > bestn || (n == bestn && a < best)) {
+			best = a;
+			bestn = n;
+		}
+	}
+	return best;
+}
+
+struct slot_key {
+	uint32_t key, slot;
+};
+
+static int slot_key_cmp(const void *a, const void *b)
+{
+	const struct slot_key *x = a, *y = b;
+	if (x->key != y->key)
+		return x->key < y->key ? -1 : 1;
+	return x->slot < y->slot ? -1 : x->slot > y->slot;
+}
+
+int mm_index_compact(struct mm_index *idx)
+{
+	uint32_t n = idx->norgs;
+	if (n == 0)
+		return 0; /* nothing to renumber (and no scratch yet) */
+	struct slot_key *k = malloc(n * sizeof(*k));
+	struct mm_org *orgs = calloc(idx->caporgs ? idx->caporgs : 1, sizeof(*orgs));
+	if (!k || !orgs) {
+		free(k);
+		free(orgs);
+		return -1;
+	}
+	uint32_t m = 0;
+	for (uint32_t s = 0; s < n; s++)
+		if (idx->orgs[s].alive)
+			k[m++] = (struct slot_key){ main_area(idx, &idx->orgs[s]), s };
+	qsort(k, m, sizeof(*k), slot_key_cmp);
+	for (uint32_t i = 0; i < m; i++)
+		orgs[i] = idx->orgs[k[i].slot];
+	free(idx->orgs);
+	idx->orgs = orgs;
+	idx->norgs = m;
+	idx->nfree = 0;
+	/* Inverted lists: refilled in the new slot order, hence sorted (same sizes). */
+	for (uint32_t t = 0; t < idx->ntopics; t++)
+		idx->topics[t].npost = idx->topics[t].nspost = 0;
+	for (uint32_t s = 0; s < m; s++) {
+		const struct mm_org *o = &idx->orgs[s];
+		for (uint16_t i = 0; i < o->noffers; i++) {
+			struct mm_topic *tp = &idx->topics[o->offers[i].topic];
+			tp->post[tp->npost++] = s << 2 | o->offers[i].level;
+		}
+		for (uint16_t i = 0; i < o->nseeks; i++) {
+			struct mm_topic *tp = &idx->topics[o->seeks[i].topic];
+			tp->spost[tp->nspost++] = s << 2 | o->seeks[i].level;
+		}
+	}
+	/* Dense arrays and scratch: rebuilt for the new slots. */
+	for (uint32_t s = 0; s < idx->capscratch; s++) {
+		idx->okind[s] = s < m ? idx->orgs[s].kind : MM_DEAD;
+		idx->onseeks[s] = s < m ? idx->orgs[s].nseeks : 0;
+	}
+	memset(idx->sc, 0, idx->capscratch * sizeof(*idx->sc));
+	memset(idx->rc, 0, idx->capscratch * sizeof(*idx->rc));
+	memset(idx->xc, 0, idx->capscratch * sizeof(*idx->xc));
+	memset(idx->onorm, 0, idx->capscratch * sizeof(*idx->onorm));
+	mm_index_invalidate(idx); /* merged lists name slots */
+	if (idx->org_by_id.cap)
+		memset(idx->org_by_id.slots, 0, idx->org_by_id.cap * sizeof(uint32_t));
+	idx->org_by_id.n = 0;
+	int rc = 0;
+	for (uint32_t s = 0; s < m; s++)
+		if (map_insert(idx, &idx->org_by_id, s, org_id_key) < 0)
+			rc = -1; /* cannot happen: the table is as large as before */
+	free(k);
+	return rc;
+}
+
 size_t mm_index_memory(const struct mm_index *idx)
 {
 	size_t b = sizeof(*idx);
@@ -693,7 +799,9 @@ size_t mm_index_memory(const struct mm_index *idx)
 	    (size_t)idx->ntopics * (sizeof(uint32_t) * 3 + 1); /* children, tstamp, tqueue, tdist */
 	for (uint32_t i = 0; i < idx->ntopics; i++)
 		b += strlen(idx->topics[i].slug) + 1 +
-		     ((size_t)idx->topics[i].cappost + idx->topics[i].capspost) * 4;
+		     ((size_t)idx->topics[i].cappost + idx->topics[i].capspost +
+		      2 * (size_t)idx->topics[i].capx) *
+		         4;
 	b += ((size_t)idx->topic_by_slug.cap + idx->topic_by_id.cap) * sizeof(uint32_t);
 	b += (size_t)idx->caporgs * sizeof(struct mm_org);
 	for (uint32_t i = 0; i < idx->norgs; i++) {
@@ -705,9 +813,9 @@ size_t mm_index_memory(const struct mm_index *idx)
 	}
 	b += (size_t)idx->capfree * sizeof(uint32_t);
 	b += (size_t)idx->org_by_id.cap * sizeof(uint32_t);
-	b += (size_t)idx->ntopics * (3 * sizeof(double) + 6 * sizeof(uint32_t)); /* query scratch */
+	b += (size_t)idx->ntopics * (3 * sizeof(double) + 8 * sizeof(uint32_t) + 1); /* scratch */
 	b += (size_t)idx->capscratch *
-	     (2 * sizeof(struct mm_acc) + sizeof(struct mm_norm) + 1 + sizeof(uint16_t));
+	     (3 * sizeof(struct mm_acc) + sizeof(struct mm_norm) + 4 + 1 + sizeof(uint16_t));
 	b += idx->capcand * 24; /* struct mm_hit */
 	return b;
 }

@@ -57,6 +57,13 @@ struct mm_topic {
 	uint32_t *spost; /* seeks postings, the same way; owned */
 	uint32_t nspost, capspost;
 	uint32_t nsub; /* organisations offering this topic or one below it */
+	/* For a topic with children, built by a query when needed (mm_score.c): every
+	 * organisation offering this topic or one at most `levels` below it, sorted by slot,
+	 * with its offers vector's value at this node. Valid while xgen ==
+	 * mm_index.tidfgen. Owned. */
+	uint32_t *xorg;
+	float *xval;
+	uint32_t nx, capx, xgen;
 };
 
 /* Per-organisation accumulator of one match query: 8 bytes, so that the accumulators of
@@ -103,15 +110,18 @@ struct mm_index {
 	double *tval;               /* per topic: a node vector of the current query */
 	uint32_t *tvstamp, tvepoch; /* per topic: tval is set */
 	uint32_t *tlist;            /* per topic: topics with tval set */
-	double *fval;               /* per topic: a factor of the current query */
+	double *fval;               /* per topic: tval spread down (mm_score.c) */
 	uint32_t *fstamp, fepoch;   /* per topic: fval is set */
-	uint32_t *flist;            /* per topic: topics with fval set */
+	uint32_t *flist, *mlist;    /* per topic: lists of one query (mm_score.c) */
 	double *tidf;               /* per topic: cached idf */
 	uint32_t *tidfstamp;        /* per topic: tidf valid when == tidfgen */
 	uint32_t tidfgen;           /* bumped whenever an idf (or the norm parameters) may change */
 	double norm_params[5]; /* gamma, levels, level weights the cached norms were made with */
 	struct mm_acc *sc;     /* per org: topic fit (the dot product; < 0: filtered out) */
 	struct mm_acc *rc;     /* per org: reciprocity (the dot product) */
+	struct mm_acc *xc;     /* per org: building a topic's merged list */
+	uint32_t *xslots;      /* per org: the same */
+	uint32_t xc_epoch;
 	uint32_t sc_aepoch, sc_repoch;
 	struct mm_norm *onorm; /* per org: cached vector norms */
 	uint8_t *okind;        /* per org: its kind, dense for the hot loops; MM_DEAD when free */
@@ -144,6 +154,11 @@ int mm_index_set_profile(struct mm_index *idx, uint32_t slot, const struct mm_en
                          size_t noffers, const struct mm_entry *seeks, size_t nseeks);
 bool mm_index_remove_org(struct mm_index *idx, const char *id);
 uint32_t mm_index_org(const struct mm_index *idx, const char *id); /* slot or MM_NONE */
+/* Renumbers the organisations' slots so that those with the same main area (where most of
+ * their offers are) are neighbours, and drops free slots: the inverted lists of one
+ * taxonomy neighbourhood then touch nearby accumulators, which is what a query reads.
+ * Slots change (ids do not); -1 when out of memory (nothing changed). */
+int mm_index_compact(struct mm_index *idx);
 
 /* Taxonomy distance: edges on the path between a and b, or -1 when they are in
  * different themes (no common ancestor). */

@@ -519,39 +519,118 @@ static uint32_t node_vector(struct mm_index *idx, const struct mm_params *p,
 	return nl;
 }
 
-/* Spreads the vector in tval down the taxonomy: for every topic o at most p->levels below
- * one of its nl nodes, fval[o] = the sum over o's ancestors-or-self n of tval[n] *
- * gamma^(steps from o up to n). An entry of weight w on o then adds w * fval[o] to the
- * dot product, so each inverted list is read once, with one factor. Returns the count of
- * such topics (listed in idx->flist). */
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Makes topic n's merged list current: every organisation offering n or a topic at
+ * most p->levels below it, with its offers vector's value at node n. A query can then
+ * read one list for the node instead of the lists of every topic below it (the merged
+ * list holds each organisation once, however many of them it offers). Rebuilt when an
+ * idf or the parameters changed. 0 or -1. */
+static int merged_list(struct mm_index *idx, const struct mm_params *p, uint32_t n)
+{
+	struct mm_topic *t = &idx->topics[n];
+	if (t->xgen == idx->tidfgen)
+		return 0;
+	if (++idx->xc_epoch == 0) {
+		for (uint32_t i = 0; i < idx->capscratch; i++)
+			idx->xc[i].stamp = 0;
+		idx->xc_epoch = 1;
+	}
+	uint32_t ep = idx->xc_epoch, cnt = 0, head = 0, tail = 0;
+	idx->tqueue[tail++] = n;
+	idx->tdist[n] = 0;
+	while (head < tail) {
+		uint32_t u = idx->tqueue[head++];
+		int b = idx->tdist[u];
+		const struct mm_topic *tu = &idx->topics[u];
+		double f = p->gpow[b] * mm_idf(idx, u);
+		for (uint32_t x = 0; x < tu->npost; x++) {
+			struct mm_acc *e = &idx->xc[tu->post[x] >> 2];
+			if (e->stamp != ep) {
+				e->stamp = ep;
+				e->val = 0;
+				idx->xslots[cnt++] = tu->post[x] >> 2;
+			}
+			e->val += (float)(f * p->level_weight[tu->post[x] & 3]);
+		}
+		if (b >= p->levels)
+			continue;
+		for (uint32_t i = 0; i < tu->nchildren; i++) {
+			uint32_t c = idx->children[tu->first_child + i];
+			idx->tdist[c] = (uint8_t)(b + 1);
+			idx->tqueue[tail++] = c;
+		}
+	}
+	qsort(idx->xslots, cnt, sizeof(uint32_t), cmp_u32);
+	if (cnt > t->capx) {
+		uint32_t *xo = realloc(t->xorg, cnt * sizeof(uint32_t));
+		if (xo)
+			t->xorg = xo;
+		float *xv = realloc(t->xval, cnt * sizeof(float));
+		if (xv)
+			t->xval = xv;
+		if (!xo || !xv)
+			return -1;
+		t->capx = cnt;
+	}
+	for (uint32_t i = 0; i < cnt; i++) {
+		t->xorg[i] = idx->xslots[i];
+		t->xval[i] = idx->xc[idx->xslots[i]].val;
+	}
+	t->nx = cnt;
+	t->xgen = idx->tidfgen;
+	return 0;
+}
+
+/* Entries a spread of node n down the taxonomy would read that are not read already
+ * (the lists of the topics within p->levels below it, not yet stamped in fstamp);
+ * with add, adds its share to fval as well (listing new topics in flist). */
+static uint64_t spread_node(struct mm_index *idx, const struct mm_params *p, uint32_t n, double v,
+                            bool add, uint32_t ep, uint32_t *nf)
+{
+	uint64_t cost = 0;
+	uint32_t head = 0, tail = 0;
+	idx->tqueue[tail++] = n;
+	idx->tdist[n] = 0;
+	while (head < tail) {
+		uint32_t u = idx->tqueue[head++];
+		int b = idx->tdist[u];
+		if (idx->fstamp[u] != ep) {
+			cost += idx->topics[u].npost;
+			if (add) {
+				idx->fstamp[u] = ep;
+				idx->fval[u] = 0;
+				idx->flist[(*nf)++] = u;
+			}
+		}
+		if (add)
+			idx->fval[u] += v * p->gpow[b];
+		if (b >= p->levels)
+			continue;
+		const struct mm_topic *t = &idx->topics[u];
+		for (uint32_t i = 0; i < t->nchildren; i++) {
+			uint32_t c = idx->children[t->first_child + i];
+			idx->tdist[c] = (uint8_t)(b + 1);
+			idx->tqueue[tail++] = c;
+		}
+	}
+	return cost;
+}
+
+/* Spreads the whole vector in tval (nodes in tlist) down the taxonomy: every topic u at
+ * most p->levels below one of its nodes gets fval[u] = the sum over u's ancestors-or-self
+ * n of tval[n] * gamma^(steps from u up to n), which is what an entry of weight 1 on u
+ * adds to a dot product with the vector. Returns the stamp marking the topics set. */
 static uint32_t spread_down(struct mm_index *idx, const struct mm_params *p, uint32_t nl)
 {
 	uint32_t ep = mm_scratch_epoch(&idx->fepoch, idx->fstamp, idx->ntopics), nf = 0;
-	for (uint32_t j = 0; j < nl; j++) {
-		uint32_t n = idx->tlist[j], head = 0, tail = 0;
-		double v = idx->tval[n];
-		idx->tqueue[tail++] = n;
-		idx->tdist[n] = 0;
-		while (head < tail) {
-			uint32_t u = idx->tqueue[head++];
-			int b = idx->tdist[u];
-			if (idx->fstamp[u] != ep) {
-				idx->fstamp[u] = ep;
-				idx->fval[u] = 0;
-				idx->flist[nf++] = u;
-			}
-			idx->fval[u] += v * p->gpow[b];
-			if (b >= p->levels)
-				continue;
-			const struct mm_topic *t = &idx->topics[u];
-			for (uint32_t i = 0; i < t->nchildren; i++) {
-				uint32_t c = idx->children[t->first_child + i];
-				idx->tdist[c] = (uint8_t)(b + 1);
-				idx->tqueue[tail++] = c;
-			}
-		}
-	}
-	return nf;
+	for (uint32_t j = 0; j < nl; j++)
+		spread_node(idx, p, idx->tlist[j], idx->tval[idx->tlist[j]], true, ep, &nf);
+	return ep;
 }
 
 /* Room for one more candidate in idx->cand; NULL when out of memory. */
@@ -566,119 +645,6 @@ static struct mm_hit *cand_room(struct mm_index *idx, size_t n)
 		idx->capcand = cap;
 	}
 	return (struct mm_hit *)idx->cand;
-}
-
-/* Scores every organisation reached through the inverted lists, term at a time into
- * the dense accumulators: the dot product of the sought vector with its offers vector,
- * then of its seeks vector with the requester's offers vector (each list read once, see
- * spread_down). The candidates (in idx->cand, *nout of them) get as bound their score
- * before rounding plus what rounding can add; *slack is what rounding can take away
- * (at most, over all of them). */
-static int accumulate(struct mm_index *idx, const struct mm_params *p, uint32_t requester,
-                      const struct mm_entry *sought, size_t nsought, const struct mm_filter *f,
-                      size_t *nout, double *slack, struct mm_stats *stats)
-{
-	*nout = 0;
-	*slack = 0;
-	if (!idx->capscratch || !idx->topics_done)
-		return 0;
-	norm_params(idx, p);
-	double qnorm;
-	uint32_t nl = node_vector(idx, p, sought, nsought, &qnorm);
-	if (!(qnorm > 0))
-		return 0;
-	uint32_t nf = spread_down(idx, p, nl);
-	const struct mm_org *req = requester < idx->norgs ? &idx->orgs[requester] : NULL;
-	size_t n = 0;
-	struct mm_hit *c = cand_room(idx, 0);
-	if (!c)
-		return -1;
-	uint32_t aep = mm_acc_epoch(idx, true);
-	uint32_t touched_total = 0, postings = 0;
-	struct mm_acc *sc = idx->sc, *rc = idx->rc;
-	for (uint32_t j = 0; j < nf; j++) {
-		uint32_t o = idx->flist[j];
-		const struct mm_topic *t = &idx->topics[o];
-		double k = idx->fval[o] * mm_idf(idx, o);
-		float val[4] = { 0, (float)(k * p->level_weight[1]),
-			         (float)(k * p->level_weight[2]), (float)(k * p->level_weight[3]) };
-		postings += t->npost;
-		for (uint32_t x = 0; x < t->npost; x++) {
-			uint32_t org = t->post[x] >> 2;
-			struct mm_acc *e = &sc[org];
-			if (e->stamp != aep) {
-				/* The first time this query reaches the organisation. */
-				e->stamp = aep;
-				touched_total++;
-				if (!passes(idx, org, requester, f)) {
-					e->val = -1;
-					continue;
-				}
-				if (!(c = cand_room(idx, n)))
-					return -1;
-				c[n++].org = org;
-				e->val = 0;
-			} else if (e->val < 0) {
-				continue;
-			}
-			e->val += val[t->post[x] & 3];
-		}
-	}
-	/* Reciprocity the same way, over the seeks lists, for candidates only. */
-	uint32_t rep = 0;
-	double anorm = 0;
-	if (req && req->noffers > 0 && p->w_recip > 0) {
-		nl = node_vector(idx, p, req->offers, req->noffers, &anorm);
-		nf = spread_down(idx, p, nl);
-		rep = mm_acc_epoch(idx, false);
-		for (uint32_t j = 0; j < nf; j++) {
-			uint32_t s = idx->flist[j];
-			const struct mm_topic *t = &idx->topics[s];
-			double k = idx->fval[s] * mm_idf(idx, s);
-			float val[4] = { 0, (float)(k * p->level_weight[1]),
-				         (float)(k * p->level_weight[2]),
-				         (float)(k * p->level_weight[3]) };
-			postings += t->nspost;
-			for (uint32_t x = 0; x < t->nspost; x++) {
-				uint32_t org = t->spost[x] >> 2;
-				if (sc[org].stamp != aep || sc[org].val < 0)
-					continue; /* not a candidate */
-				struct mm_acc *e = &rc[org];
-				if (e->stamp != rep) {
-					e->stamp = rep;
-					e->val = 0;
-				}
-				e->val += val[t->spost[x] & 3];
-			}
-		}
-	}
-	/* The bound: the score before rounding, widened by the error of the single
-	 * precision sums and norms (relative, under 2^-24 per operation: 1e-4 covers over a
-	 * thousand terms) and by what rounding the contributions can add. */
-	uint32_t maxseeks = 0;
-	double wide = 1 + 1e-4;
-	for (size_t i = 0; i < n; i++) {
-		uint32_t org = c[i].org;
-		const struct mm_norm *nm = mm_org_norms(idx, p, org);
-		double t = nm->offers > 0 ? sc[org].val / (qnorm * nm->offers) : 0;
-		double k = req ? p->kind[req->kind][idx->okind[org]] : 0;
-		double r = 0;
-		if (rep && rc[org].stamp == rep && nm->seeks > 0 && anorm > 0)
-			r = rc[org].val / (anorm * nm->seeks);
-		if (idx->onseeks[org] > maxseeks)
-			maxseeks = idx->onseeks[org];
-		c[i].score = 0;
-		c[i].bound = (t * (p->w_topics + p->w_kinds * k) + p->w_recip * r) * wide +
-		             (double)(nsought + 1 + idx->onseeks[org]) * MM_QUANTUM + 1e-9;
-	}
-	*slack = 2 * (double)(nsought + 1 + maxseeks) * MM_QUANTUM + 3e-4;
-	if (stats) {
-		stats->touched = touched_total;
-		stats->candidates = (uint32_t)n;
-		stats->postings = postings;
-	}
-	*nout = n;
-	return 0;
 }
 
 static void dmin_sift_down(double *h, size_t n, size_t i)
@@ -698,30 +664,194 @@ static void dmin_sift_down(double *h, size_t n, size_t i)
 	}
 }
 
+/* The m-th largest bound of the n candidates in *kth (-infinity when n <= m): one pass
+ * with a heap of m values instead of ordering every candidate. 0 or -1. */
+static int kth_bound(const struct mm_hit *c, size_t n, size_t m, double *kth)
+{
+	*kth = -INFINITY;
+	if (n <= m || m == 0)
+		return 0;
+	double local[128], *h = m <= 128 ? local : malloc(m * sizeof(double));
+	if (!h)
+		return -1;
+	for (size_t i = 0; i < m; i++)
+		h[i] = c[i].bound;
+	for (size_t i = m / 2; i-- > 0;)
+		dmin_sift_down(h, m, i);
+	for (size_t i = m; i < n; i++)
+		if (c[i].bound > h[0]) {
+			h[0] = c[i].bound;
+			dmin_sift_down(h, m, 0);
+		}
+	*kth = h[0];
+	if (h != local)
+		free(h);
+	return 0;
+}
+
+/* Scores every organisation reached through the inverted lists, term at a time into
+ * the dense accumulators: the dot product of the sought vector with its offers vector,
+ * then of its seeks vector with the requester's offers vector (for a node with children,
+ * through its merged list). The candidates (in idx->cand, *nout of them) get as bound
+ * their score before rounding plus what rounding can add; *slack is what rounding can
+ * take away (at most, over all of them). */
+static int accumulate(struct mm_index *idx, const struct mm_params *p, uint32_t requester,
+                      const struct mm_entry *sought, size_t nsought, const struct mm_filter *f,
+                      size_t want, size_t *nout, double *slack, struct mm_stats *stats)
+{
+	*nout = 0;
+	*slack = 0;
+	if (!idx->capscratch || !idx->topics_done)
+		return 0;
+	norm_params(idx, p);
+	double qnorm;
+	uint32_t nl = node_vector(idx, p, sought, nsought, &qnorm);
+	if (!(qnorm > 0))
+		return 0;
+	const struct mm_org *req = requester < idx->norgs ? &idx->orgs[requester] : NULL;
+	size_t n = 0;
+	struct mm_hit *c = cand_room(idx, 0);
+	if (!c)
+		return -1;
+	uint32_t aep = mm_acc_epoch(idx, true);
+	uint32_t touched_total = 0, postings = 0;
+	struct mm_acc *sc = idx->sc;
+	/* Term at a time. The dot product gains, for each node of the sought vector,
+	 * q[node] times each organisation's value there. A leaf's value comes from its list;
+	 * a node with children is read either through its merged list, or spread down onto
+	 * the lists of the topics below it (each list read once, with the sum of the factors
+	 * it gets), whichever reads fewer entries: when a common sought topic sits under the
+	 * node, its list is read anyway, and the merged list would read its organisations a
+	 * second time. */
+	uint32_t fep = mm_scratch_epoch(&idx->fepoch, idx->fstamp, idx->ntopics), nf = 0, nmg = 0;
+	for (uint32_t j = 0; j < nl; j++) {
+		uint32_t nd = idx->tlist[j];
+		if (!idx->topics[nd].nchildren || p->levels == 0)
+			spread_node(idx, p, nd, idx->tval[nd], true, fep, &nf);
+	}
+	for (uint32_t j = 0; j < nl; j++) {
+		uint32_t nd = idx->tlist[j];
+		if (!idx->topics[nd].nchildren || p->levels == 0)
+			continue;
+		if (merged_list(idx, p, nd) < 0)
+			return -1;
+		if (spread_node(idx, p, nd, 0, false, fep, &nf) <= idx->topics[nd].nx)
+			spread_node(idx, p, nd, idx->tval[nd], true, fep, &nf);
+		else
+			idx->mlist[nmg++] = nd;
+	}
+	for (uint32_t j = 0; j < nf + nmg; j++) {
+		bool merged = j >= nf;
+		uint32_t nd = merged ? idx->mlist[j - nf] : idx->flist[j];
+		const struct mm_topic *t = &idx->topics[nd];
+		double qv = merged ? idx->tval[nd] : 0,
+		       k = merged ? 0 : idx->fval[nd] * mm_idf(idx, nd);
+		float val[4] = { 0, (float)(k * p->level_weight[1]),
+			         (float)(k * p->level_weight[2]), (float)(k * p->level_weight[3]) };
+		uint32_t np = merged ? t->nx : t->npost;
+		postings += np;
+		for (uint32_t x = 0; x < np; x++) {
+			uint32_t org = merged ? t->xorg[x] : t->post[x] >> 2;
+			float v = merged ? (float)qv * t->xval[x] : val[t->post[x] & 3];
+			struct mm_acc *e = &sc[org];
+			if (e->stamp != aep) {
+				/* The first time this query reaches the organisation. */
+				e->stamp = aep;
+				touched_total++;
+				if (!passes(idx, org, requester, f)) {
+					e->val = -1;
+					continue;
+				}
+				if (!(c = cand_room(idx, n)))
+					return -1;
+				c[n++].org = org;
+				e->val = 0;
+			} else if (e->val < 0) {
+				continue;
+			}
+			e->val += v;
+		}
+	}
+	/* The topic part of each candidate's score, and the k-th largest of them (*kth): a
+	 * lower bound of the k-th best score (reciprocity only adds), so that candidates
+	 * whose topic part plus the largest possible reciprocity stays below it are out
+	 * before their reciprocity is computed. */
+	double wide = 1 + 1e-4;
+	uint32_t maxseeks = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t org = c[i].org;
+		const struct mm_norm *nm = &idx->onorm[org];
+		if (nm->gen != idx->tidfgen)
+			nm = mm_org_norms(idx, p, org);
+		double t = nm->offers > 0 ? sc[org].val / (qnorm * nm->offers) : 0;
+		double kf = req ? p->kind[req->kind][idx->okind[org]] : 0;
+		c[i].score = 0;
+		c[i].bound = t * (p->w_topics + p->w_kinds * kf);
+	}
+	double kth;
+	if (kth_bound(c, n, want, &kth) < 0)
+		return -1;
+	/* Reciprocity of the rest, directly: the requester's offers vector spread down the
+	 * taxonomy gives every topic the factor an entry seeking it adds to the dot product,
+	 * so a candidate's dot product is a sum over the few topics it seeks. */
+	double anorm = 0;
+	uint32_t gep = 0;
+	if (req && req->noffers > 0 && p->w_recip > 0) {
+		uint32_t nl2 = node_vector(idx, p, req->offers, req->noffers, &anorm);
+		gep = spread_down(idx, p, nl2);
+	}
+	double cut =
+	    kth - (p->w_recip + 2 * (double)(nsought + 1 + UINT16_MAX) * MM_QUANTUM + 3e-4);
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t org = c[i].org;
+		if (c[i].bound * wide < cut)
+			continue;
+		const struct mm_norm *nm = &idx->onorm[org];
+		double r = 0;
+		if (gep && nm->seeks > 0 && anorm > 0) {
+			const struct mm_org *o = &idx->orgs[org];
+			double dot = 0;
+			for (uint16_t j = 0; j < o->nseeks; j++) {
+				uint32_t t = o->seeks[j].topic;
+				if (idx->fstamp[t] == gep)
+					dot += p->level_weight[o->seeks[j].level & 3] *
+					       mm_idf(idx, t) * idx->fval[t];
+			}
+			r = dot / (anorm * nm->seeks);
+		}
+		if (idx->onseeks[org] > maxseeks)
+			maxseeks = idx->onseeks[org];
+		/* Widened by the error of the single precision sums and norms (relative, under
+		 * 2^-24 per operation: 1e-4 covers over a thousand terms) and by what rounding
+		 * the contributions can add. */
+		c[m] = c[i];
+		c[m++].bound = (c[i].bound + p->w_recip * r) * wide +
+		               (double)(nsought + 1 + idx->onseeks[org]) * MM_QUANTUM + 1e-9;
+	}
+	*slack = 2 * (double)(nsought + 1 + maxseeks) * MM_QUANTUM + 3e-4;
+	if (stats) {
+		stats->touched = touched_total;
+		stats->candidates = (uint32_t)n;
+		stats->postings = postings;
+		stats->bounded = (uint32_t)m;
+	}
+	*nout = m;
+	return 0;
+}
+
 /* Keeps, in c, the candidates whose bound is at least the m-th largest bound minus
- * margin, and heap-orders them on their bound: a pass with a heap of m values instead of
- * ordering every candidate. Returns the new count, or (size_t)-1 (out of memory). */
+ * margin, and heap-orders them on their bound. Returns the new count, or (size_t)-1
+ * (out of memory). */
 static size_t keep_best(struct mm_hit *c, size_t n, size_t m, double margin)
 {
+	double kth;
+	if (kth_bound(c, n, m, &kth) < 0)
+		return (size_t)-1;
 	if (n > m && m > 0) {
-		double local[128], *h = m <= 128 ? local : malloc(m * sizeof(double));
-		if (!h)
-			return (size_t)-1;
-		for (size_t i = 0; i < m; i++)
-			h[i] = c[i].bound;
-		for (size_t i = m / 2; i-- > 0;)
-			dmin_sift_down(h, m, i);
-		for (size_t i = m; i < n; i++)
-			if (c[i].bound > h[0]) {
-				h[0] = c[i].bound;
-				dmin_sift_down(h, m, 0);
-			}
-		double floor_ = h[0] - margin;
-		if (h != local)
-			free(h);
 		size_t k = 0;
 		for (size_t i = 0; i < n; i++)
-			if (c[i].bound >= floor_)
+			if (c[i].bound >= kth - margin)
 				c[k++] = c[i];
 		n = k;
 	}
@@ -801,13 +931,13 @@ int mm_match(struct mm_index *idx, const struct mm_params *p, uint32_t requester
              const struct mm_entry *sought, size_t nsought, const struct mm_filter *f, size_t k,
              struct mm_hit *out, struct mm_stats *stats)
 {
-	struct mm_stats st = { 0, 0, 0, 0, true };
+	struct mm_stats st = { 0, 0, 0, 0, 0, true };
 	size_t n;
 	double slack;
 	struct mm_view rv = { -1, NULL, 0, NULL, 0 };
 	if (requester < idx->norgs && idx->orgs[requester].alive)
 		mm_view_of(idx, requester, &rv);
-	if (accumulate(idx, p, requester, sought, nsought, f, &n, &slack, &st) < 0)
+	if (accumulate(idx, p, requester, sought, nsought, f, k, &n, &slack, &st) < 0)
 		return -1;
 	/* Whatever is below the k-th bound by more than rounding can move a score cannot
 	 * enter the top k: only the few others are ordered and re-scored. */
@@ -826,12 +956,12 @@ int mm_candidates(struct mm_index *idx, const struct mm_params *p, uint32_t requ
                   const struct mm_entry *sought, size_t nsought, const struct mm_filter *f,
                   size_t m, struct mm_hit *out, struct mm_stats *stats)
 {
-	struct mm_stats st = { 0, 0, 0, 0, true };
+	struct mm_stats st = { 0, 0, 0, 0, 0, true };
 	size_t n;
 	double slack;
-	if (accumulate(idx, p, requester, sought, nsought, f, &n, &slack, &st) < 0)
+	if (accumulate(idx, p, requester, sought, nsought, f, m, &n, &slack, &st) < 0)
 		return -1;
-	st.exact = n <= m;
+	st.exact = st.candidates <= m;
 	n = keep_best(idx->cand, n, m, 0);
 	if (n == (size_t)-1)
 		return -1;

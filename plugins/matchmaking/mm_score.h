@@ -106,6 +106,7 @@ struct mm_stats {
 	uint32_t touched;    /* organisations reached through the inverted lists */
 	uint32_t postings;   /* inverted-list entries read */
 	uint32_t candidates; /* with a topic fit, after filters */
+	uint32_t bounded;    /* of which could still enter on their topic part: bounded fully */
 	uint32_t rescored;   /* scored exactly */
 	bool exact;          /* the bound proved the top k (else max_candidates cut it) */
 };

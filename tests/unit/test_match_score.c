@@ -510,6 +510,64 @@ static void test_topk(void)
 	ok(nonempty > 250, "most queries find something (%d)", nonempty);
 	printf("# rescored %.1f of %.1f candidates per query on average\n",
 	       (double)rescored / queries, (double)candidates / queries);
+	/* Pre-selection for plugin scorers: the first m by bound are those of a full list. */
+	int badpre = 0;
+	struct mm_hit *pre = malloc(norgs * sizeof(*pre)), few[40];
+	for (int q = 0; q < 50; q++) {
+		uint32_t req = (uint32_t)rnd_int(norgs);
+		struct mm_entry so[1] = { { (uint32_t)rnd_int((int)idx->ntopics), 3 } };
+		int nall = mm_candidates(idx, &p, req, so, 1, NULL, (size_t)norgs, pre, NULL);
+		int nf = mm_candidates(idx, &p, req, so, 1, NULL, 40, few, NULL);
+		if (nf != (nall < 40 ? nall : 40))
+			badpre++;
+		for (int i = 0; i < nf && i < nall; i++)
+			badpre += few[i].org != pre[i].org || few[i].bound != pre[i].bound ||
+			          (i > 0 && pre[i].bound > pre[i - 1].bound);
+	}
+	is_int(badpre, 0, "mm_candidates: the first 40 by bound, in order, as from the full list");
+	free(pre);
+	/* Compaction renumbers slots (by main area, without holes) and changes no answer. */
+	char rid[50][MM_ID_LEN + 1], hid[50][10][MM_ID_LEN + 1];
+	double hsc[50][10];
+	int hn[50];
+	struct mm_entry qs[50][2];
+	for (int i = 0; i < 200; i++) {
+		char id[MM_ID_LEN + 1];
+		make_id(id, 2, (unsigned)rnd_int(norgs));
+		mm_index_remove_org(idx, id);
+	}
+	for (int q = 0; q < 50; q++) {
+		uint32_t req;
+		do
+			req = (uint32_t)rnd_int((int)idx->norgs);
+		while (!idx->orgs[req].alive);
+		memcpy(rid[q], idx->orgs[req].id, sizeof(rid[q]));
+		qs[q][0] = (struct mm_entry){ (uint32_t)rnd_int((int)idx->ntopics), 3 };
+		qs[q][1] = (struct mm_entry){ (qs[q][0].topic + 1) % idx->ntopics, 2 };
+		hn[q] = mm_match(idx, &p, req, qs[q], 2, NULL, 10, top, NULL);
+		for (int i = 0; i < hn[q]; i++) {
+			memcpy(hid[q][i], idx->orgs[top[i].org].id, sizeof(hid[q][i]));
+			hsc[q][i] = top[i].score;
+		}
+	}
+	uint32_t alive = idx->nalive;
+	ok(idx->nfree > 0 && mm_index_compact(idx) == 0 && idx->norgs == alive && idx->nfree == 0 &&
+	       consistent(idx),
+	   "compaction: no free slots left, the index consistent");
+	int badc = 0;
+	for (int q = 0; q < 50; q++) {
+		uint32_t req = mm_index_org(idx, rid[q]);
+		int n = req == MM_NONE ? -1 : mm_match(idx, &p, req, qs[q], 2, NULL, 10, top, NULL);
+		badc += n != hn[q];
+		for (int i = 0; i < n && n == hn[q]; i++)
+			badc += strcmp(idx->orgs[top[i].org].id, hid[q][i]) != 0 ||
+			        top[i].score != hsc[q][i];
+	}
+	is_int(badc, 0, "and the same answers after it (50 queries)");
+	struct mm_index *empty = tree_index(1, 1, 1);
+	ok(mm_index_compact(empty) == 0 && empty->norgs == 0,
+	   "compacting an empty index is a no-op");
+	mm_index_free(empty);
 	/* Ties: equal scores come by organisation id. */
 	struct mm_index *t2 = tree_index(1, 1, 2);
 	struct mm_entry e[] = { { T(t2, "t2"), 2 } };

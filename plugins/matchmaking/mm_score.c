@@ -800,13 +800,28 @@ static int accumulate(struct mm_index *idx, const struct mm_params *p, uint32_t 
 		uint32_t nl2 = node_vector(idx, p, req->offers, req->noffers, &anorm);
 		gep = spread_down(idx, p, nl2);
 	}
-	double cut =
-	    kth - (p->w_recip + 2 * (double)(nsought + 1 + UINT16_MAX) * MM_QUANTUM + 3e-4);
+	/* What rounding and single precision can move a score, at most, beyond its topic
+	 * part and reciprocity: for any candidate (extra), and for one with q reasons. */
+	double extra = (double)(nsought + 1 + UINT16_MAX) * MM_QUANTUM + 3e-4;
 	size_t m = 0;
-	for (size_t i = 0; i < n; i++) {
-		uint32_t org = c[i].org;
-		if (c[i].bound * wide < cut)
-			continue;
+	for (size_t i = 0; i < n; i++)
+		if (c[i].bound * wide + p->w_recip + extra >= kth)
+			c[m++] = c[i];
+	/* The survivors by decreasing topic part (a heap: usually only the first are taken):
+	 * each gets its reciprocity and full bound, and the k-th largest lower bound of a
+	 * score seen so far (low) stops the walk once even a full reciprocity could not
+	 * reach it. */
+	for (size_t i = m / 2; i-- > 0;)
+		sift_down(c, m, i);
+	double lowh[128], *low = want <= 128 ? lowh : malloc(want * sizeof(double));
+	if (!low)
+		return -1;
+	size_t nlow = 0, out = 0, left = m;
+	while (left > 0) {
+		struct mm_hit h = heap_pop(c, &left);
+		if (nlow == want && want > 0 && h.bound * wide + p->w_recip + extra < low[0])
+			break;
+		uint32_t org = h.org;
 		const struct mm_norm *nm = &idx->onorm[org];
 		double r = 0;
 		if (gep && nm->seeks > 0 && anorm > 0) {
@@ -820,15 +835,33 @@ static int accumulate(struct mm_index *idx, const struct mm_params *p, uint32_t 
 			}
 			r = dot / (anorm * nm->seeks);
 		}
+		uint32_t q = (uint32_t)nsought + 1 + idx->onseeks[org];
 		if (idx->onseeks[org] > maxseeks)
 			maxseeks = idx->onseeks[org];
 		/* Widened by the error of the single precision sums and norms (relative, under
 		 * 2^-24 per operation: 1e-4 covers over a thousand terms) and by what rounding
 		 * the contributions can add. */
-		c[m] = c[i];
-		c[m++].bound = (c[i].bound + p->w_recip * r) * wide +
-		               (double)(nsought + 1 + idx->onseeks[org]) * MM_QUANTUM + 1e-9;
+		h.bound = (h.bound + p->w_recip * r) * wide + (double)q * MM_QUANTUM + 1e-9;
+		/* Kept at the end of the array, below the heap still being popped. */
+		c[m - 1 - out++] = h;
+		double lb = h.bound - 2 * (double)q * MM_QUANTUM - 3e-4;
+		if (nlow < want) {
+			low[nlow++] = lb;
+			for (size_t x = nlow - 1; x > 0 && low[(x - 1) / 2] > low[x];
+			     x = (x - 1) / 2) {
+				double tmp = low[x];
+				low[x] = low[(x - 1) / 2];
+				low[(x - 1) / 2] = tmp;
+			}
+		} else if (want > 0 && lb > low[0]) {
+			low[0] = lb;
+			dmin_sift_down(low, want, 0);
+		}
 	}
+	if (low != lowh)
+		free(low);
+	memmove(c, c + m - out, out * sizeof(*c));
+	m = out;
 	*slack = 2 * (double)(nsought + 1 + maxseeks) * MM_QUANTUM + 3e-4;
 	if (stats) {
 		stats->touched = touched_total;

@@ -4,11 +4,13 @@
     report.py RESULTS.tsv OUTPUT.md
 
 RESULTS.tsv (written by bench/run) has the columns kind, target, round, value, p50_ms,
-p99_ms, errors, cpu_us, foreign_pct, attempts. kind is "rate" (req/s from wrk, TPS from
-pgbench; one line per round; cpu_us is the server's CPU time per request, foreign_pct the
-share of the machine other processes used meanwhile, attempts how many runs it took),
+p99_ms, errors, cpu_us, foreign_pct, attempts, db_cpu_us. kind is "rate" (req/s from wrk,
+TPS from pgbench; one line per round; cpu_us is the server's CPU time per request,
+db_cpu_us PostgreSQL's, foreign_pct the share of the machine other processes used
+meanwhile, attempts how many runs it took),
 "rss_idle"/"rss_after" (VmRSS in kB of a Spearhead process, before and after the load)
-or "log_bytes" (access log written by an info-level server). Everything about the run
+"log_bytes" (access log written by an info-level server) or "budget" (target "cut": how
+many disturbed measurements the time budget did not let run again). Everything about the run
 (date, machine, command) comes in BENCH_* environment variables. Python 3 stdlib only.
 """
 
@@ -27,6 +29,7 @@ SP_VARIANTS = [
 ]
 HEALTH_TARGET = 0.8
 ROW_TARGET = 0.7
+AUTH_TARGET = 0.7  # the issue's one-row target, against the two-query ceiling
 RSS_TARGET_MB = 20.0
 
 
@@ -93,7 +96,7 @@ def load(path):
     rates = collections.defaultdict(dict)  # target -> round -> row
     rss = collections.defaultdict(list)  # kind -> [(label, kB)]
     logs = {}
-    loadavg = {}
+    loadavg = {}  # also "cut" from the budget line
     with open(path, newline='') as f:
         for row in csv.DictReader(f, delimiter='\t'):
             kind = row['kind']
@@ -106,12 +109,13 @@ def load(path):
                     'cpu': float(row['cpu_us']) if row.get('cpu_us') else None,
                     'foreign': float(row['foreign_pct']) if row.get('foreign_pct') else None,
                     'attempts': int(row['attempts']) if row.get('attempts') else 1,
+                    'db': float(row['db_cpu_us']) if row.get('db_cpu_us') else None,
                 }
             elif kind in ('rss_idle', 'rss_after'):
                 rss[kind].append((row['target'], int(row['value'] or 0)))
             elif kind == 'log_bytes':
                 logs[row['target']] = int(row['value'])
-            elif kind == 'loadavg':
+            elif kind in ('loadavg', 'budget'):
                 loadavg[row['target']] = row['value']
     return rates, rss, logs, loadavg
 
@@ -171,6 +175,9 @@ class Figures:
     def cpu(self, t):
         return med([r['cpu'] for r in self.used(t)])
 
+    def db(self, t):
+        return med([r['db'] for r in self.used(t)])
+
     def errors(self, t):
         return sum(r['errors'] for r in self.all(t))
 
@@ -209,11 +216,64 @@ def fmt_ratio(v):
     return '-' if v is None else '{:.2f}'.format(v)
 
 
+def fmt_us(v):
+    return '-' if v is None else '%.1f µs' % v
+
+
 def verdict(value, target, below=False):
     if value is None:
         return 'not measured'
     ok = value < target if below else value >= target
     return '**met**' if ok else '**MISSED**'
+
+
+def fmt_range(ratio):
+    r, lo, hi = ratio
+    if r is None:
+        return '-'
+    return '%s (%s–%s)' % (fmt_ratio(r), fmt_ratio(lo), fmt_ratio(hi))
+
+
+def auth_section(w, fig, auth):
+    """The authenticated route against both database ceilings."""
+    names = [(n, wk, lv) for n, wk, lv in SP_VARIANTS if fig.has('sp_%s_auth' % n)]
+    if not names:
+        return
+    w('### Authenticated route')
+    w('')
+    w('`GET %s` with a bearer token costs two sequential database round trips per request '
+      '(token lookup, then the handler\'s read; tokens are not cached, so that a revoked '
+      'token fails on every instance at once). Its ceiling is the bare server doing two '
+      'dependent queries per request (`pg_server --auth`); the one-row ceiling is shown '
+      'for information: against it the route also pays for its second round trip.' % auth)
+    w('')
+    w('| Spearhead | median | ÷ two-query ceiling (per-round range) | ÷ one-row ceiling '
+      '(per-round range) | p99 latency | server CPU per request (two-query ceiling) | '
+      'PostgreSQL CPU per request (two-query ceiling) |')
+    w('|---|---|---|---|---|---|---|')
+    for name, workers, level in names:
+        t = 'sp_%s_auth' % name
+        w('| %d worker%s, log level %s | %s req/s | %s | %s | %s ms | %s (%s) | %s (%s) |'
+          % (workers, 's' if workers > 1 else '', level, fmt_rate(fig.median(t)),
+             fmt_range(fig.ratio(t, 'pg_auth')), fmt_range(fig.ratio(t, 'pg_ceiling')),
+             fmt_ms(fig.p99(t)), fmt_us(fig.cpu(t)), fmt_us(fig.cpu('pg_auth')),
+             fmt_us(fig.db(t)), fmt_us(fig.db('pg_auth'))))
+    w('')
+    r, lo, hi = fig.ratio('pg_auth', 'pg_ceiling')
+    if r is not None:
+        w('On the bare server the second round trip costs this much: the two-query ceiling '
+          'reaches %.2f× the one-row ceiling (per round %s–%s).'
+          % (r, fmt_ratio(lo), fmt_ratio(hi)))
+        w('')
+    ceiling_db = fig.db('pg_auth')
+    dbs = [fig.db('sp_%s_auth' % n) for n, _, _ in names if fig.db('sp_%s_auth' % n)]
+    if ceiling_db and dbs:
+        w('PostgreSQL spent %.1f–%.1f× the two-query ceiling\'s CPU time per request on the '
+          'route\'s two queries, which are heavier SQL than the ceiling\'s (the user and '
+          'organisation joined, dates and JSON formatted in SQL); the database shares the '
+          'CPUs with the servers and wrk, so that cost lowers the route\'s throughput too.'
+          % (min(dbs) / ceiling_db, max(dbs) / ceiling_db))
+        w('')
 
 
 def main():
@@ -222,15 +282,17 @@ def main():
     rates, rss, logs, loadavg = load(sys.argv[1])
     fig = Figures(rates)
     route = env('DB_ROUTE')
+    auth = env('AUTH_ROUTE', '/v1/me')
     pool = env('POOL')
     out = []
     w = out.append
 
     w(SECTION)
     w('')
-    w('Throughput of the core, `GET /health` and a route reading one row, as **ratios '
-      'against ceilings measured in the same run on the same machine**. Written by '
-      '`bench/run` (how it works: [bench/README.md](../bench/README.md)).')
+    w('Throughput of the core, `GET /health`, a route reading one row and the authenticated '
+      '`GET %s`, as **ratios against ceilings measured in the same run on the same '
+      'machine**. Written by `bench/run` (how it works: '
+      '[bench/README.md](../bench/README.md)).' % auth)
     w('')
     if env('QUICK', '0') == '1':
         w('> **Smoke check (`--quick`): one short round, not reference figures.**')
@@ -258,6 +320,14 @@ def main():
       'rounds |' % (env('WRK'), env('WARMUP'), env('ROUNDS')))
     w('| database ceiling | `%s` |' % env('PGBENCH'))
     w('| database route | `GET %s`: %s |' % (route, env('DB_ROUTE_NOTE')))
+    w('| authenticated route | `GET %s` with `Authorization: Bearer <token>` (user and token '
+      'made by `spearhead user add` and `spearhead token create`): the token\'s SHA-256 '
+      'digest is looked up joined to its user (`sp_auth_resolve`, a prepared statement), '
+      'then the handler reads the user and the organisation (`db_query`): two sequential '
+      'database round trips per request, no token cache. Its ceiling, `pg_server --auth` '
+      '(pool %s): the same two dependent queries per request on the same connection, on '
+      'the benchmark\'s own tables (token digest joined to an item, prepared; then the '
+      'one-row SELECT of that item, unnamed) |' % (auth, pool))
     w('')
     w('wrk, the servers and PostgreSQL (unix socket, fsync off) all share the same %s CPU(s). '
       'Spearhead runs with its default configuration (pool of 8 database connections per '
@@ -278,6 +348,12 @@ def main():
           'end.' % (CLEAN_PCT, statistics.median(foreign), len(kept), max(foreign), repeated,
                     noisy, CLEAN_PCT,
                     loadavg.get('start', '?'), loadavg.get('end', '?')))
+        w('')
+        w('Time budget: the run aims at %s min; waiting for quiet CPUs and repeating only '
+          'use what is left of it, spread evenly over the measurements. This run took '
+          '%.1f min; %s disturbed measurement(s) were kept without a repeat for lack of '
+          'time.' % (env('BUDGET'), int(env('DURATION_S', '0')) / 60.0,
+                     loadavg.get('cut', '?')))
         w('')
 
     # ---- targets ----
@@ -302,11 +378,17 @@ def main():
                   'sp_%s_health' % name, 'hello', HEALTH_TARGET)
         ratio_row('`%s` ÷ bare one-row ceiling — 1 worker, %s' % (route, note),
                   'sp_%s_row' % name, 'pg_ceiling', ROW_TARGET)
+        if fig.has('sp_%s_auth' % name):
+            ratio_row('`%s` (bearer token) ÷ bare two-query ceiling — 1 worker, %s'
+                      % (auth, note), 'sp_%s_auth' % name, 'pg_auth', AUTH_TARGET)
     for level in ('warn', 'info'):
         ratio_row('2 workers ÷ 1 worker, `/health`, log level %s' % level,
                   'sp_w2_%s_health' % level, 'sp_w1_%s_health' % level, 1.0)
         ratio_row('2 workers ÷ 1 worker, `%s`, log level %s' % (route, level),
                   'sp_w2_%s_row' % level, 'sp_w1_%s_row' % level, 1.0)
+        if fig.has('sp_w2_%s_auth' % level) and fig.has('sp_w1_%s_auth' % level):
+            ratio_row('2 workers ÷ 1 worker, `%s`, log level %s' % (auth, level),
+                      'sp_w2_%s_auth' % level, 'sp_w1_%s_auth' % level, 1.0)
     for kind, when in (('rss_idle', 'idle, after start'),
                        ('rss_after', 'idle, after the load rounds')):
         workers = [(l, kb) for l, kb in rss.get(kind, []) if not l.endswith('_master')]
@@ -331,59 +413,71 @@ def main():
         w('Throughput ratios move with whatever else the machine runs. The server CPU time '
           'per request moves much less, so here is the same comparison as CPU cost: '
           'ceiling ÷ Spearhead, 1.00 meaning as cheap as the bare server (server processes '
-          'only, PostgreSQL excluded).')
+          'only, PostgreSQL excluded). PostgreSQL\'s own CPU time per request is beside it: '
+          'a route whose queries cost the database more than the ceiling\'s shows it there.')
         w('')
         w('| comparison | ceiling CPU per request | Spearhead CPU per request | ceiling ÷ '
-          'Spearhead |')
-        w('|---|---|---|---|')
+          'Spearhead | PostgreSQL CPU per request: ceiling / Spearhead |')
+        w('|---|---|---|---|---|')
         for name, workers, level in SP_VARIANTS:
             for kind, ceiling, rname in (('health', 'hello', '/health'),
-                                         ('row', 'pg_ceiling', route)):
+                                         ('row', 'pg_ceiling', route),
+                                         ('auth', 'pg_auth', auth)):
                 c, sp = fig.cpu(ceiling), fig.cpu('sp_%s_%s' % (name, kind))
                 if c and sp:
-                    w('| `%s`, %d worker%s, log level %s | %.1f µs | %.1f µs | %.2f |'
-                      % (rname, workers, 's' if workers > 1 else '', level, c, sp, c / sp))
+                    dbs = '-'
+                    if kind != 'health':
+                        dbs = '%s / %s' % (fmt_us(fig.db(ceiling)),
+                                           fmt_us(fig.db('sp_%s_%s' % (name, kind))))
+                    w('| `%s`, %d worker%s, log level %s | %.1f µs | %.1f µs | %.2f | %s |'
+                      % (rname, workers, 's' if workers > 1 else '', level, c, sp, c / sp, dbs))
         w('')
 
     # ---- throughput table ----
     w('### Throughput')
     w('')
     w('| what | median | over | range over all rounds | ÷ ceiling | p50 latency | '
-      'p99 latency | server CPU per request | errors |')
-    w('|---|---|---|---|---|---|---|---|---|')
+      'p99 latency | server CPU per request | PostgreSQL CPU per request | errors |')
+    w('|---|---|---|---|---|---|---|---|---|---|')
 
     def rate_row(label, t, ceiling=None, unit='req/s'):
         if not fig.has(t):
             return
         lo, hi = fig.spread(t)
         r = fig.ratio(t, ceiling)[0] if ceiling else None
-        cpu = fig.cpu(t)
-        w('| %s | %s %s | %s | %s–%s | %s | %s ms | %s ms | %s | %d |'
+        w('| %s | %s %s | %s | %s–%s | %s | %s ms | %s ms | %s | %s | %d |'
           % (label, fmt_rate(fig.median(t)), unit, fig.basis(t), fmt_rate(lo), fmt_rate(hi),
              fmt_ratio(r) if ceiling else 'ceiling', fmt_ms(fig.p50(t)),
-             fmt_ms(fig.p99(t)), '-' if cpu is None else '%.1f µs' % cpu, fig.errors(t)))
+             fmt_ms(fig.p99(t)), fmt_us(fig.cpu(t)), fmt_us(fig.db(t)), fig.errors(t)))
 
     rate_row('bare evhttp hello JSON (`bench/hello_server.c`)', 'hello')
     rate_row('bare evhttp + async libpq one-row SELECT, pool %s (`bench/pg_server.c`)' % pool,
              'pg_ceiling')
     rate_row('the same with a prepared statement (`pg_server --prepared`; not the ceiling, '
              'see below)', 'pg_prepared', 'pg_ceiling')
+    rate_row('bare evhttp + async libpq, two dependent queries (token digest, then one row), '
+             'pool %s (`bench/pg_server.c --auth`; ÷ the one-row ceiling)' % pool,
+             'pg_auth', 'pg_ceiling')
     if fig.has('pgbench'):
         lo, hi = fig.spread('pgbench')
         w('| PostgreSQL alone: `%s` | %s TPS | %s | %s–%s | ceiling | - | %s ms (average) | - '
-          '| %d |'
+          '| %s (per transaction) | %d |'
           % (env('PGBENCH'), fmt_rate(fig.median('pgbench')), fig.basis('pgbench'),
              fmt_rate(lo), fmt_rate(hi),
-             fmt_ms(fig.p50('pgbench')), fig.errors('pgbench')))
+             fmt_ms(fig.p50('pgbench')), fmt_us(fig.db('pgbench')), fig.errors('pgbench')))
     for name, workers, level in SP_VARIANTS:
         desc = 'Spearhead, %d worker%s, log level %s' % (workers, 's' if workers > 1 else '',
                                                          level)
         rate_row('%s: `GET /health`' % desc, 'sp_%s_health' % name, 'hello')
         rate_row('%s: `GET %s`' % (desc, route), 'sp_%s_row' % name, 'pg_ceiling')
+        rate_row('%s: `GET %s` with a bearer token (÷ the two-query ceiling)' % (desc, auth),
+                 'sp_%s_auth' % name, 'pg_auth')
     w('')
     w('Server CPU per request is the user + system CPU time of the server process(es) '
       '(`/proc/<pid>/stat`; both workers of a 2-worker server) during the wrk run divided by '
-      'the requests wrk completed; PostgreSQL\'s own CPU is not in it.')
+      'the requests wrk completed; PostgreSQL\'s own CPU is not in it. PostgreSQL CPU per '
+      'request is the same for the postmaster, its backends and the backends it reaped '
+      '(also its background processes, a small part).')
     w('')
     w('The p99 column of pgbench is its average latency (pgbench reports no percentiles). '
       'Errors are non-2xx answers and socket errors reported by wrk, failed transactions '
@@ -398,6 +492,7 @@ def main():
           'once per connection instead (`PQsendQueryPrepared`, what `db_query_prepared` '
           'does) is worth %.2f× on the bare server (the `--prepared` row).' % r)
         w('')
+    auth_section(w, fig, auth)
     r, _, _ = fig.ratio('pg_ceiling', 'pgbench')
     if r is not None:
         w('The bare one-row server reaches %.2f× the select-only TPS PostgreSQL sustains on '
@@ -407,7 +502,7 @@ def main():
 
     # ---- info level cost ----
     parts = []
-    for route_kind, rname in (('health', '/health'), ('row', route)):
+    for route_kind, rname in (('health', '/health'), ('row', route), ('auth', auth)):
         for wk in ('w1', 'w2'):
             info, warn = 'sp_%s_info_%s' % (wk, route_kind), 'sp_%s_warn_%s' % (wk, route_kind)
             r, _, _ = fig.ratio(info, warn)
@@ -466,8 +561,9 @@ def main():
     w('In parentheses: the share of the CPUs other processes used during the measurement, '
       'and how many runs it took when it had to be repeated.')
     w('')
-    w('Target names: `hello` and `pg_ceiling` are the bare servers, `pgbench` the database '
-      'alone, `sp_<workers>_<log level>_<route>` Spearhead (`row` = `GET %s`).' % route)
+    w('Target names: `hello`, `pg_ceiling` and `pg_auth` (two dependent queries) are the '
+      'bare servers, `pgbench` the database alone, `sp_<workers>_<log level>_<route>` '
+      'Spearhead (`row` = `GET %s`, `auth` = `GET %s` with a bearer token).' % (route, auth))
     w('')
 
     write_section(sys.argv[2], '\n'.join(out).rstrip('\n') + '\n\n')

@@ -260,15 +260,17 @@ static void me(struct sp_request *req, void *arg)
 {
 	struct sp_core *core = arg;
 	const char *params[] = { sp_request_principal(req)->user_id };
-	if (sp_db_query(core->db,
-	                "SELECT u.id::text AS id, u.email, u.display_name, u.is_admin, u.org_role, "
-	                "to_char(u.created_at AT TIME ZONE 'UTC', "
-	                "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS created_at, "
-	                "CASE WHEN o.id IS NULL THEN NULL ELSE json_build_object('id', o.id, "
-	                "'name', o.name, 'kind', o.kind, 'country', o.country) END AS organization "
-	                "FROM sp_users u LEFT JOIN sp_organizations o ON o.id = u.org_id "
-	                "WHERE u.id = $1",
-	                1, params, me_done, req) < 0)
+	/* Prepared: every client asks this at start, some on every page. */
+	if (sp_db_query_prepared(
+	        core->db, "sp_me",
+	        "SELECT u.id::text AS id, u.email, u.display_name, u.is_admin, u.org_role, "
+	        "to_char(u.created_at AT TIME ZONE 'UTC', "
+	        "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS created_at, "
+	        "CASE WHEN o.id IS NULL THEN NULL ELSE json_build_object('id', o.id, "
+	        "'name', o.name, 'kind', o.kind, 'country', o.country) END AS organization "
+	        "FROM sp_users u LEFT JOIN sp_organizations o ON o.id = u.org_id "
+	        "WHERE u.id = $1",
+	        1, params, me_done, req) < 0)
 		sp_request_reply_problem(req, 503, NULL, "the database is unavailable", NULL);
 }
 

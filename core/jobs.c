@@ -4,7 +4,12 @@
  * marks it running under a lease in this worker's name; ending it checks that name, so
  * a job re-claimed after its lease expired cannot be ended twice. NOTIFY sp_jobs wakes
  * workers at once; a one-second poll still finds everything NOTIFY missed while a
- * listener was disconnected, and jobs scheduled for later. */
+ * listener was disconnected, and jobs scheduled for later.
+ *
+ * Database round trips set the pace, so they are shared: jobs ended during one pass of
+ * the event loop are written by one UPDATE … FROM unnest(…) at the end of that pass
+ * (each row still gets its own outcome, and still only if this worker holds it), and
+ * the handlers that freed slots then claim all their free slots with one statement. */
 #include "jobs.h"
 #include "loader.h"
 #include "bus.h"
@@ -17,14 +22,18 @@
 #include "util.h"
 #include "validate.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+#include <event2/event.h>
 #include <sodium.h>
 
-#define POLL_MS       1000
-#define JANITOR_EVERY 600 /* polls between clean-ups of old finished jobs */
+#define POLL_MS          1000
+#define FINISH_BATCH_MAX 1000 /* jobs ended by one statement */
+#define JANITOR_EVERY    600  /* polls between clean-ups of old finished jobs */
 
 struct claim_ctx;
 
@@ -33,6 +42,7 @@ struct handler {
 	char *queue;
 	int concurrency, running;
 	bool claiming;
+	bool freed;                /* a job ended since the last flush: claim then */
 	struct claim_ctx *pending; /* the claim in flight, told when the handler goes */
 	sp_job_fn *fn;
 	void *arg;
@@ -53,6 +63,10 @@ struct sp_job {
 	int attempt, max_attempts;
 	json_t *payload; /* owned */
 	struct sp_job *next, *prev;
+	/* once ended, until written: */
+	const char *state; /* done, dead or retry */
+	unsigned delay_s;
+	char *error; /* valid UTF-8, or NULL */
 };
 
 struct sp_jobs {
@@ -60,7 +74,8 @@ struct sp_jobs {
 	struct handler *handlers;
 	struct channel *channels;
 	struct sp_job *running; /* claimed and not yet finished */
-	struct event *poll;
+	struct sp_job *ending;  /* finished, to be written at the end of this loop pass */
+	struct event *poll, *flush;
 	char worker_id[40];
 	bool started;
 	unsigned polls;
@@ -71,10 +86,11 @@ struct sp_jobs {
 static struct sp_jobs *runner;
 
 static void claim(struct sp_jobs *jobs, struct handler *h);
+static void flush_cb(evutil_socket_t fd, short what, void *arg);
 
 /* ---- running ---- */
 
-static void job_free(struct sp_job *job)
+static void job_unlink(struct sp_job *job)
 {
 	if (job->prev)
 		job->prev->next = job->next;
@@ -82,8 +98,23 @@ static void job_free(struct sp_job *job)
 		job->jobs->running = job->next;
 	if (job->next)
 		job->next->prev = job->prev;
+	job->next = job->prev = NULL;
+}
+
+static void job_free(struct sp_job *job)
+{
 	json_decref(job->payload);
+	free(job->error);
 	free(job);
+}
+
+static void ending_free(struct sp_job *list)
+{
+	while (list) {
+		struct sp_job *next = list->next;
+		job_free(list);
+		list = next;
+	}
 }
 
 struct claim_ctx {
@@ -216,6 +247,7 @@ struct sp_jobs *sp_jobs_new(struct sp_core *core)
 	sp_random_hex(rnd, 8);
 	snprintf(jobs->worker_id, sizeof(jobs->worker_id), "%d-%s", (int)getpid(), rnd);
 	jobs->poll = event_new(core->base, -1, EV_PERSIST, poll_cb, jobs);
+	jobs->flush = event_new(core->base, -1, 0, flush_cb, jobs);
 	runner = jobs;
 	return jobs;
 }
@@ -234,8 +266,14 @@ void sp_jobs_free(struct sp_jobs *jobs)
 	if (!jobs)
 		return;
 	/* Jobs still running are left to their lease: another worker takes them over. */
-	while (jobs->running)
-		job_free(jobs->running);
+	while (jobs->running) {
+		struct sp_job *job = jobs->running;
+		job_unlink(job);
+		job_free(job);
+	}
+	/* Ended but not written (the loop has stopped): their leases expire too. */
+	ending_free(jobs->ending);
+	jobs->ending = NULL;
 	while (jobs->handlers) {
 		struct handler *n = jobs->handlers->next;
 		if (jobs->handlers->pending)
@@ -251,6 +289,7 @@ void sp_jobs_free(struct sp_jobs *jobs)
 		jobs->channels = n;
 	}
 	event_free(jobs->poll);
+	event_free(jobs->flush);
 	if (runner == jobs)
 		runner = NULL;
 	free(jobs);
@@ -298,8 +337,10 @@ void sp_jobs_remove_owner(struct sp_jobs *jobs, struct sp_plugin *owner)
 			/* Its running jobs are dropped here (their leases expire). */
 			for (struct sp_job *j = jobs->running, *next; j; j = next) {
 				next = j->next;
-				if (j->handler == dead)
+				if (j->handler == dead) {
+					job_unlink(j);
 					job_free(j);
+				}
 			}
 			if (dead->pending)
 				dead->pending->handler = NULL;
@@ -319,7 +360,8 @@ static void finished(const struct sp_db_result *res, void *arg)
 {
 	if (!sp_db_result_ok(res) &&
 	    strcmp(sp_db_result_sqlstate(res), SP_DB_STATE_UNAVAILABLE) != 0)
-		sp_warn("recording a finished job failed: %s", sp_db_result_error(res));
+		sp_warn("recording %d finished job(s) failed: %s", (int)(intptr_t)arg,
+		        sp_db_result_error(res));
 }
 
 /* Default backoff: 5 s doubling, capped at an hour, ±20% jitter. */
@@ -335,6 +377,123 @@ static unsigned backoff_s(int attempt)
 	return s >= 1 ? (unsigned)s : 1;
 }
 
+/* Length of the valid UTF-8 sequence at s, or 0. */
+static size_t utf8_seq(const unsigned char *s)
+{
+	if (s[0] < 0x80)
+		return 1;
+	size_t n = s[0] >= 0xc2 && s[0] <= 0xdf   ? 2
+	           : s[0] >= 0xe0 && s[0] <= 0xef ? 3
+	           : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4
+	                                          : 0;
+	for (size_t i = 1; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	/* overlong forms, surrogates, beyond U+10FFFF */
+	if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f) ||
+	    (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f))
+		return 0;
+	return n;
+}
+
+/* A copy with every byte that is not valid UTF-8 replaced by '?': one job's bad error
+ * text must not make the statement ending its whole batch fail. */
+static char *utf8_copy(const char *text)
+{
+	char *out = sp_strdup(text);
+	for (unsigned char *p = (unsigned char *)out; *p;) {
+		size_t n = utf8_seq(p);
+		if (n == 0)
+			*p++ = '?';
+		else
+			p += n;
+	}
+	return out;
+}
+
+/* Appends text as an element of an array literal: quoted, or NULL. */
+static void array_text(struct evbuffer *b, const char *text)
+{
+	if (!text) {
+		evbuffer_add(b, "NULL", 4);
+		return;
+	}
+	evbuffer_add(b, "\"", 1);
+	for (const char *p = text; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			evbuffer_add(b, "\\", 1);
+		evbuffer_add(b, p, 1);
+	}
+	evbuffer_add(b, "\"", 1);
+}
+
+static char *buffer_string(struct evbuffer *b)
+{
+	evbuffer_add(b, "}", 2); /* with its NUL */
+	size_t n = evbuffer_get_length(b);
+	char *s = malloc(n);
+	if (s)
+		evbuffer_remove(b, s, n);
+	return s;
+}
+
+/* Writes up to FINISH_BATCH_MAX ended jobs with one statement; each row gets its own
+ * outcome, and only while this worker still holds it. */
+static void write_batch(struct sp_jobs *jobs)
+{
+	struct evbuffer *b[4];
+	for (int i = 0; i < 4; i++) {
+		b[i] = evbuffer_new();
+		evbuffer_add(b[i], "{", 1);
+	}
+	int n = 0;
+	while (jobs->ending && n < FINISH_BATCH_MAX) {
+		struct sp_job *job = jobs->ending;
+		jobs->ending = job->next;
+		const char *sep = n++ ? "," : "";
+		evbuffer_add_printf(b[0], "%s%s", sep, job->id);
+		evbuffer_add_printf(b[1], "%s%s", sep, job->state);
+		evbuffer_add_printf(b[2], "%s%u", sep, job->delay_s);
+		evbuffer_add(b[3], sep, strlen(sep));
+		array_text(b[3], job->error);
+		job_free(job);
+	}
+	char *arr[4];
+	for (int i = 0; i < 4; i++) {
+		arr[i] = buffer_string(b[i]);
+		evbuffer_free(b[i]);
+	}
+	const char *params[] = { arr[0], arr[1], arr[2], arr[3], jobs->worker_id };
+	if (!arr[0] || !arr[1] || !arr[2] || !arr[3] ||
+	    sp_db_query_prepared(
+	        jobs->core->db, "sp_jobs_finish",
+	        "UPDATE sp_jobs j SET state = CASE WHEN f.state = 'retry' THEN CASE WHEN "
+	        "j.attempts >= j.max_attempts THEN 'dead' ELSE 'pending' END ELSE f.state END, "
+	        "run_at = CASE WHEN f.state = 'retry' THEN now() + make_interval(secs => "
+	        "f.delay) ELSE j.run_at END, locked_by = NULL, locked_until = NULL, last_error "
+	        "= f.error, updated_at = now() FROM unnest($1::bigint[], $2::text[], "
+	        "$3::int[], $4::text[]) AS f(id, state, delay, error) WHERE j.id = f.id AND "
+	        "j.locked_by = $5 AND j.state = 'running'",
+	        5, params, finished, (void *)(intptr_t)n) < 0)
+		sp_warn("could not record the end of %d job(s); their leases will expire", n);
+	for (int i = 0; i < 4; i++)
+		free(arr[i]);
+}
+
+/* At the end of a loop pass: the jobs ended during it, then claims for the slots. */
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sp_jobs *jobs = arg;
+	while (jobs->ending)
+		write_batch(jobs);
+	for (struct handler *h = jobs->handlers; h; h = h->next) {
+		if (h->freed) {
+			h->freed = false;
+			claim(jobs, h);
+		}
+	}
+}
+
 void sp_job_finish(struct sp_job *job, enum sp_job_outcome outcome, unsigned retry_s,
                    const char *error)
 {
@@ -342,26 +501,19 @@ void sp_job_finish(struct sp_job *job, enum sp_job_outcome outcome, unsigned ret
 		return;
 	struct sp_jobs *jobs = job->jobs;
 	struct handler *h = job->handler;
-	char delay[16];
-	snprintf(delay, sizeof(delay), "%u",
-	         outcome == SP_JOB_RETRY ? (retry_s ? retry_s : backoff_s(job->attempt)) : 0);
-	const char *state = outcome == SP_JOB_DONE   ? "done"
-	                    : outcome == SP_JOB_FAIL ? "dead"
-	                                             : "retry";
-	const char *params[] = { job->id, jobs->worker_id, state, delay, error };
-	if (sp_db_query_prepared(
-	        jobs->core->db, "sp_jobs_finish",
-	        "UPDATE sp_jobs SET state = CASE WHEN $3 = 'retry' THEN CASE WHEN "
-	        "attempts >= max_attempts THEN 'dead' ELSE 'pending' END ELSE $3 "
-	        "END, run_at = CASE WHEN $3 = 'retry' THEN now() + make_interval(secs "
-	        "=> $4::int) ELSE run_at END, locked_by = NULL, locked_until = NULL, "
-	        "last_error = $5, updated_at = now() WHERE id = $1::bigint AND "
-	        "locked_by = $2 AND state = 'running'",
-	        5, params, finished, NULL) < 0)
-		sp_warn("job %s: could not record its end; its lease will expire", job->id);
+	job->delay_s = outcome == SP_JOB_RETRY ? (retry_s ? retry_s : backoff_s(job->attempt)) : 0;
+	job->state = outcome == SP_JOB_DONE ? "done" : outcome == SP_JOB_FAIL ? "dead" : "retry";
+	job->error = error ? utf8_copy(error) : NULL;
+	json_decref(job->payload);
+	job->payload = NULL;
+	job->handler = NULL;
+	job_unlink(job);
+	job->next = jobs->ending;
+	jobs->ending = job;
 	h->running--;
-	job_free(job);
-	claim(jobs, h);
+	h->freed = true;
+	/* Runs after the callbacks already due in this pass, which may end more jobs. */
+	event_active(jobs->flush, EV_TIMEOUT, 0);
 }
 
 int sp_job_attempt(const struct sp_job *job)

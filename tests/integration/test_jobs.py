@@ -143,6 +143,30 @@ with tap.guard('jobs and outbox'), PgCluster() as pg:
         a.stop()
         b.stop()
 
+    # Jobs ended in the same loop pass are written by one statement: each row still gets
+    # its own outcome, and one failing among others retries alone.
+    with Server(database=url, args=['--workers', '1'], env=ENV) as a:
+        pg.psql("INSERT INTO sp_jobs (queue, payload) SELECT 'jobber.work', CASE WHEN g % 3 = 0 "
+                "THEN jsonb_build_object('tag', 'mix-retry', 'fail_first', 1) ELSE "
+                "jsonb_build_object('tag', 'mix-ok') END FROM generate_series(1, 120) g")
+        tap.ok(wait_for(lambda: q("SELECT count(*) FROM sp_jobs WHERE payload->>'tag' LIKE "
+                                  "'mix-%' AND state = 'done'") == '120', 60),
+               '120 jobs, a third of them failing once, all end done')
+        tap.eq(q("SELECT string_agg(DISTINCT payload->>'tag' || ':' || attempts, ',') FROM "
+                 "sp_jobs WHERE payload->>'tag' LIKE 'mix-%'"), 'mix-ok:1,mix-retry:2',
+               'each with its own outcome: the failing ones took a second attempt, no other did')
+        tap.eq(q("SELECT string_agg(DISTINCT runs, ',') FROM (SELECT tag, job_id, string_agg("
+                 "outcome, '>' ORDER BY attempt) AS runs FROM jobber_runs WHERE tag LIKE 'mix-%' "
+                 "GROUP BY tag, job_id) x"), 'done,failed>done',
+               'every job ran once per attempt')
+        tap.eq(q("SELECT count(*) FROM sp_jobs WHERE payload->>'tag' LIKE 'mix-%' AND "
+                 "last_error IS NOT NULL"), '0', 'a job ending done keeps no error')
+        # updated_at is the end statement's now(): shared values mean shared statements.
+        tap.ok(int(q("SELECT count(*) - count(DISTINCT updated_at) FROM sp_jobs WHERE "
+                     "payload->>'tag' LIKE 'mix-%'")) > 0,
+               'jobs ending together were written together')
+        tap.eq(a.stop(), 0, 'clean exit')
+
     # A worker dies holding a job: another instance takes it over after the lease (3 s).
     with Server(database=url, args=['--workers', '1'], env=ENV) as a:
         a.request('POST', '/v1/jobber/jobs', body={'tag': 'orphan', 'hang': True})

@@ -118,7 +118,7 @@ struct mm_index {
 	uint32_t tidfgen;           /* bumped whenever an idf (or the norm parameters) may change */
 	double norm_params[5]; /* gamma, levels, level weights the cached norms were made with */
 	struct mm_acc *sc;     /* per org: topic fit (the dot product; < 0: filtered out) */
-	struct mm_acc *rc;     /* per org: reciprocity (the dot product) */
+	struct mm_acc *rc;     /* per org: reciprocity; marks of the consortium search */
 	struct mm_acc *xc;     /* per org: building a topic's merged list */
 	uint32_t *xslots;      /* per org: the same */
 	uint32_t xc_epoch;

@@ -52,6 +52,7 @@ void mm_params_default(struct mm_params *p)
 	p->level_weight[3] = 1.0;
 	memcpy(p->kind, default_kinds, sizeof(p->kind));
 	p->max_candidates = 2000;
+	p->recip_direct_cost = 50; /* two cache misses against a sequential read */
 	mm_params_update(p);
 }
 
@@ -625,11 +626,13 @@ static uint64_t spread_node(struct mm_index *idx, const struct mm_params *p, uin
  * most p->levels below one of its nodes gets fval[u] = the sum over u's ancestors-or-self
  * n of tval[n] * gamma^(steps from u up to n), which is what an entry of weight 1 on u
  * adds to a dot product with the vector. Returns the stamp marking the topics set. */
-static uint32_t spread_down(struct mm_index *idx, const struct mm_params *p, uint32_t nl)
+static uint32_t spread_down(struct mm_index *idx, const struct mm_params *p, uint32_t nl,
+                            uint32_t *nf)
 {
-	uint32_t ep = mm_scratch_epoch(&idx->fepoch, idx->fstamp, idx->ntopics), nf = 0;
+	uint32_t ep = mm_scratch_epoch(&idx->fepoch, idx->fstamp, idx->ntopics);
+	*nf = 0;
 	for (uint32_t j = 0; j < nl; j++)
-		spread_node(idx, p, idx->tlist[j], idx->tval[idx->tlist[j]], true, ep, &nf);
+		spread_node(idx, p, idx->tlist[j], idx->tval[idx->tlist[j]], true, ep, nf);
 	return ep;
 }
 
@@ -791,15 +794,6 @@ static int accumulate(struct mm_index *idx, const struct mm_params *p, uint32_t 
 	double kth;
 	if (kth_bound(c, n, want, &kth) < 0)
 		return -1;
-	/* Reciprocity of the rest, directly: the requester's offers vector spread down the
-	 * taxonomy gives every topic the factor an entry seeking it adds to the dot product,
-	 * so a candidate's dot product is a sum over the few topics it seeks. */
-	double anorm = 0;
-	uint32_t gep = 0;
-	if (req && req->noffers > 0 && p->w_recip > 0) {
-		uint32_t nl2 = node_vector(idx, p, req->offers, req->noffers, &anorm);
-		gep = spread_down(idx, p, nl2);
-	}
 	/* What rounding and single precision can move a score, at most, beyond its topic
 	 * part and reciprocity: for any candidate (extra), and for one with q reasons. */
 	double extra = (double)(nsought + 1 + UINT16_MAX) * MM_QUANTUM + 3e-4;
@@ -807,6 +801,39 @@ static int accumulate(struct mm_index *idx, const struct mm_params *p, uint32_t 
 	for (size_t i = 0; i < n; i++)
 		if (c[i].bound * wide + p->w_recip + extra >= kth)
 			c[m++] = c[i];
+	/* Reciprocity of the rest: the requester's offers vector spread down the taxonomy
+	 * gives every topic (gval, with its idf) what an entry seeking it adds to the dot
+	 * product. Either each remaining candidate sums over the few topics it seeks (two
+	 * cache misses each, p->recip_direct_cost list entries), or the seeks lists of those
+	 * topics are swept once for the remaining candidates (marked in rc), whichever costs
+	 * less. */
+	double anorm = 0;
+	uint32_t gep = 0, rep = 0;
+	if (req && req->noffers > 0 && p->w_recip > 0) {
+		uint32_t nl2 = node_vector(idx, p, req->offers, req->noffers, &anorm), ng;
+		gep = spread_down(idx, p, nl2, &ng);
+		uint64_t sweep = 0;
+		for (uint32_t j = 0; j < ng; j++) {
+			uint32_t t = idx->flist[j];
+			idx->fval[t] *= mm_idf(idx, t);
+			sweep += idx->topics[t].nspost;
+		}
+		if ((double)sweep < p->recip_direct_cost * (double)m) {
+			rep = mm_acc_epoch(idx, false);
+			for (size_t i = 0; i < m; i++)
+				idx->rc[c[i].org] = (struct mm_acc){ rep, 0 };
+			for (uint32_t j = 0; j < ng; j++) {
+				const struct mm_topic *t = &idx->topics[idx->flist[j]];
+				double g = idx->fval[idx->flist[j]];
+				for (uint32_t x = 0; x < t->nspost; x++) {
+					struct mm_acc *e = &idx->rc[t->spost[x] >> 2];
+					if (e->stamp == rep)
+						e->val +=
+						    (float)(g * p->level_weight[t->spost[x] & 3]);
+				}
+			}
+		}
+	}
 	/* The survivors by decreasing topic part (a heap: usually only the first are taken):
 	 * each gets its reciprocity and full bound, and the k-th largest lower bound of a
 	 * score seen so far (low) stops the walk once even a full reciprocity could not
@@ -824,14 +851,16 @@ static int accumulate(struct mm_index *idx, const struct mm_params *p, uint32_t 
 		uint32_t org = h.org;
 		const struct mm_norm *nm = &idx->onorm[org];
 		double r = 0;
-		if (gep && nm->seeks > 0 && anorm > 0) {
+		if (rep && nm->seeks > 0 && anorm > 0) {
+			r = idx->rc[org].val / (anorm * nm->seeks);
+		} else if (gep && nm->seeks > 0 && anorm > 0) {
 			const struct mm_org *o = &idx->orgs[org];
 			double dot = 0;
 			for (uint16_t j = 0; j < o->nseeks; j++) {
 				uint32_t t = o->seeks[j].topic;
 				if (idx->fstamp[t] == gep)
-					dot += p->level_weight[o->seeks[j].level & 3] *
-					       mm_idf(idx, t) * idx->fval[t];
+					dot +=
+					    p->level_weight[o->seeks[j].level & 3] * idx->fval[t];
 			}
 			r = dot / (anorm * nm->seeks);
 		}

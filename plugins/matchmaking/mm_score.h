@@ -20,6 +20,9 @@ struct mm_params {
 	uint32_t max_candidates;           /* exact re-ranking stops after this many */
 	double gpow[MM_MAX_DIST + 1];      /* gamma^d, 0 beyond max_distance (mm_params_update) */
 	int levels; /* how far up a topic spreads in the vectors: max_distance / 2 */
+	/* Cost of reciprocity computed for one candidate from its profile, in entries of a
+	 * swept seeks list (a measured constant, not a setting; tests force either way). */
+	double recip_direct_cost;
 };
 
 void mm_params_default(struct mm_params *p);
@@ -136,7 +139,7 @@ uint32_t mm_neighbourhood(struct mm_index *idx, uint32_t s, int max_distance);
 /* A fresh stamp value for one of the index's per-organisation scratch arrays (stamps of n
  * entries are cleared when the counter wraps). */
 uint32_t mm_scratch_epoch(uint32_t *epoch, uint32_t *stamps, uint32_t n);
-/* The same for the accumulators idx->sc (a: astamp, else rstamp). */
+/* The same for the per-organisation records idx->sc (a) or idx->rc (not a). */
 uint32_t mm_acc_epoch(struct mm_index *idx, bool a);
 
 #endif

@@ -507,6 +507,29 @@ static void test_topk(void)
 	is_int(mismatches, 0, "%d queries: mm_match top-k equals the full sort (ids and scores)",
 	       queries);
 	is_int(inexact, 0, "the bound proved every top-k");
+	/* Reciprocity both ways (per candidate from its profile, or by sweeping the seeks
+	 * lists): the same answers. */
+	int badway = 0;
+	for (int q = 0; q < 100; q++) {
+		uint32_t req = (uint32_t)rnd_int(norgs);
+		struct mm_entry so[2] = { { (uint32_t)rnd_int((int)idx->ntopics), 3 },
+			                  { (uint32_t)rnd_int((int)idx->ntopics), 1 } };
+		size_t ns = so[0].topic == so[1].topic ? 1 : 2;
+		struct mm_filter nof;
+		memset(&nof, 0, sizeof(nof));
+		struct mm_params pd = p, pl = p;
+		pd.recip_direct_cost = 0;
+		pl.recip_direct_cost = 1e18;
+		struct mm_hit a[10], b[10];
+		int na = mm_match(idx, &pd, req, so, ns, NULL, 10, a, NULL);
+		int nb = mm_match(idx, &pl, req, so, ns, NULL, 10, b, NULL);
+		int nall = full_sort(idx, &p, req, so, ns, &nof, all);
+		badway += na != nb || na != (nall < 10 ? nall : 10);
+		for (int i = 0; i < na && na == nb && i < nall; i++)
+			badway += a[i].org != b[i].org || a[i].score != b[i].score ||
+			          a[i].org != all[i].org || a[i].score != all[i].score;
+	}
+	is_int(badway, 0, "100 queries, reciprocity per candidate or by lists: the full sort");
 	ok(nonempty > 250, "most queries find something (%d)", nonempty);
 	printf("# rescored %.1f of %.1f candidates per query on average\n",
 	       (double)rescored / queries, (double)candidates / queries);

@@ -1,8 +1,10 @@
 /* jobs.c — the durable job runner and the notification outbox.
  *
- * A job is claimed with one UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED), which
- * marks it running under a lease in this worker's name; ending it checks that name, so
- * a job re-claimed after its lease expired cannot be ended twice. NOTIFY sp_jobs wakes
+ * Jobs are claimed with one UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) per
+ * batch (ready pending jobs and running jobs whose lease expired, each half through its
+ * own index, in (run_at, id) order), which marks them running under a lease in this
+ * worker's name; ending a job checks that name, so a job re-claimed after its lease
+ * expired cannot be ended twice. NOTIFY sp_jobs wakes
  * workers at once; a one-second poll still finds everything NOTIFY missed while a
  * listener was disconnected, and jobs scheduled for later.
  *
@@ -184,11 +186,13 @@ static void claim(struct sp_jobs *jobs, struct handler *h)
 	        jobs->core->db, "sp_jobs_claim",
 	        "UPDATE sp_jobs j SET state = 'running', attempts = attempts + 1, "
 	        "locked_by = $3, locked_until = now() + make_interval(secs => "
-	        "$4::int), updated_at = now() WHERE id IN (SELECT id FROM sp_jobs "
-	        "WHERE queue = $1 AND ((state = 'pending' AND run_at <= now()) OR "
-	        "(state = 'running' AND locked_until < now() AND attempts < max_attempts)) "
-	        "ORDER BY run_at, id "
-	        "LIMIT $2::int FOR UPDATE SKIP LOCKED) "
+	        "$4::int), updated_at = now() WHERE id IN (SELECT id FROM (SELECT id, "
+	        "run_at FROM (SELECT id, run_at FROM sp_jobs WHERE queue = $1 AND state = "
+	        "'pending' AND run_at <= now() ORDER BY run_at, id LIMIT $2::int FOR UPDATE "
+	        "SKIP LOCKED) p UNION ALL SELECT id, run_at FROM (SELECT id, run_at FROM "
+	        "sp_jobs WHERE queue = $1 AND state = 'running' AND locked_until < now() AND "
+	        "attempts < max_attempts ORDER BY run_at, id LIMIT $2::int FOR UPDATE SKIP "
+	        "LOCKED) e) c ORDER BY run_at, id LIMIT $2::int) "
 	        "RETURNING id, attempts, max_attempts, payload::text",
 	        4, params, claimed, c) < 0) {
 		h->claiming = false;

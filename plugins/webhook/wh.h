@@ -37,6 +37,10 @@ struct wh {
 	struct wh_send *loading, *recording;
 	int nloading, nrecording;
 	struct sp_timer *load_timer, *record_timer;
+	/* Requests under way are at most post_max (the concurrency setting); deliveries
+	 * loaded meanwhile wait in order for one to end. Ping requests are not counted. */
+	struct wh_send *waiting, *waiting_last;
+	int posting, post_max;
 	bool sweeping; /* a fan-out statement taking other fan-out jobs is under way */
 };
 

@@ -11,7 +11,11 @@
  * Round trips are what limits throughput, so they are shared: a fan-out job also takes
  * the other ready fan-out jobs (one statement marks them done and creates their send
  * jobs, atomically); send jobs claimed together are loaded with one query; attempts are
- * logged a batch at a time, and their jobs ended once the batch is written. */
+ * logged a batch at a time, and their jobs ended once the batch is written (the core
+ * writes jobs ended together with one statement). Requests and jobs are counted apart:
+ * at most `concurrency` requests are under way, and twice as many send jobs are held, so
+ * that connections stay busy while other deliveries are being loaded or logged (and
+ * stay open: libcurl keeps idle connections only while enough transfers run). */
 #include "wh.h"
 
 #include <stdio.h>
@@ -43,6 +47,7 @@ struct wh_send {
 	CURL *easy;
 	struct curl_slist *headers;
 	char *body;
+	char *url, *secret, *previous; /* kept while waiting for a connection slot */
 	char errbuf[CURL_ERROR_SIZE];
 	char refused[320]; /* why the connection was refused, when it was */
 	char refused_ip[INET6_ADDRSTRLEN];
@@ -67,6 +72,11 @@ struct wh_send {
 /* Fan-out jobs run at a time per worker: one, so that nearly all of them are swept in bulk
  * rather than claimed and run one by one. */
 #define FANOUT_CONCURRENCY 1
+/* Send jobs held per request slot: while some are being loaded or logged, others keep
+ * every connection busy. A claimed delivery waits for a connection at most about one
+ * request timeout, so with the default lease (120 s) and timeout (30 s) a job's lease
+ * outlasts its wait and its own request. */
+#define SLOTS_PER_REQUEST 2
 
 static void sending_changed(struct wh *wh, int delta)
 {
@@ -80,6 +90,9 @@ static void send_free(struct wh_send *s)
 		curl_easy_cleanup(s->easy);
 	curl_slist_free_all(s->headers);
 	free(s->body);
+	free(s->url);
+	free(s->secret);
+	free(s->previous);
 	sending_changed(s->wh, -1);
 	free(s);
 }
@@ -356,9 +369,14 @@ static void judge(struct wh_send *s, int curl_code)
 		                               randombytes_uniform(10001));
 }
 
+static void post_waiting(struct wh *wh);
+
 static void transfer_done(void *easy, int curl_code, void *arg)
 {
 	struct wh_send *s = arg;
+	struct wh *wh = s->wh;
+	if (s->job)
+		wh->posting--;
 	if (curl_code == CURLE_ABORTED_BY_CALLBACK) {
 		/* The server is stopping: the job is left to its lease, the ping answered. */
 		if (s->req)
@@ -369,6 +387,7 @@ static void transfer_done(void *easy, int curl_code, void *arg)
 	}
 	judge(s, curl_code);
 	record(s);
+	post_waiting(wh);
 }
 
 /* Signs and starts the POST. Returns 0, or -1 with s->error set (nothing started). */
@@ -422,6 +441,34 @@ static int send_start(struct wh_send *s, const char *url, const char *secret, co
 		return -1;
 	}
 	return 0;
+}
+
+/* Starts the POST (signed now). Deliveries count against post_max; pings do not. */
+static void post(struct wh_send *s)
+{
+	struct wh *wh = s->wh;
+	if (s->job)
+		wh->posting++;
+	if (send_start(s, s->url, s->secret, s->previous) < 0) {
+		if (s->job)
+			wh->posting--;
+		char err[ERROR_MAX + 1];
+		snprintf(err, sizeof(err), "%s", s->error);
+		send_abort(s, SP_JOB_RETRY, 0, 500, err);
+	}
+}
+
+/* Starts waiting deliveries while there is room. */
+static void post_waiting(struct wh *wh)
+{
+	while (wh->waiting && wh->posting < wh->post_max) {
+		struct wh_send *s = wh->waiting;
+		wh->waiting = s->next;
+		if (!wh->waiting)
+			wh->waiting_last = NULL;
+		s->next = NULL;
+		post(s);
+	}
 }
 
 /* JSON text of a string (new, free()). */
@@ -515,12 +562,24 @@ static void start_loaded(struct wh_send *s, const struct sp_db_result *res, int 
 		send_abort(s, SP_JOB_RETRY, 0, 500, "out of memory");
 		return;
 	}
-	if (send_start(s, api->db_value(res, row, COL_URL), api->db_value(res, row, COL_SECRET),
-	               api->db_value(res, row, COL_PREVIOUS)) < 0) {
-		char err[ERROR_MAX + 1];
-		snprintf(err, sizeof(err), "%s", s->error);
-		send_abort(s, SP_JOB_RETRY, 0, 500, err);
+	const char *previous = api->db_value(res, row, COL_PREVIOUS);
+	s->url = strdup(api->db_value(res, row, COL_URL));
+	s->secret = strdup(api->db_value(res, row, COL_SECRET));
+	s->previous = previous ? strdup(previous) : NULL;
+	if (!s->url || !s->secret || (previous && !s->previous)) {
+		send_abort(s, SP_JOB_RETRY, 0, 500, "out of memory");
+		return;
 	}
+	if (s->job && (wh->waiting || wh->posting >= wh->post_max)) {
+		s->next = NULL;
+		if (wh->waiting_last)
+			wh->waiting_last->next = s;
+		else
+			wh->waiting = s;
+		wh->waiting_last = s;
+		return;
+	}
+	post(s);
 }
 
 struct load_batch {
@@ -695,10 +754,10 @@ void wh_deliver_ping(struct wh *wh, struct sp_request *req, const char *endpoint
 void wh_deliver_shutdown(struct wh *wh)
 {
 	/* The loop has stopped: the timers will not fire. Jobs are left to their lease. */
-	struct wh_send *lists[] = { wh->loading, wh->recording };
-	wh->loading = wh->recording = NULL;
+	struct wh_send *lists[] = { wh->loading, wh->recording, wh->waiting };
+	wh->loading = wh->recording = wh->waiting = wh->waiting_last = NULL;
 	wh->nloading = wh->nrecording = 0;
-	for (size_t i = 0; i < 2; i++) {
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
 		for (struct wh_send *s = lists[i], *next; s; s = next) {
 			next = s->next;
 			if (s->req)
@@ -794,9 +853,12 @@ static void on_fanout(struct sp_job *job, const json_t *payload, void *arg)
 int wh_deliver_init(struct wh *wh, int concurrency)
 {
 	const struct sp_api *api = wh->api;
+	wh->post_max = concurrency;
+	int slots = concurrency * SLOTS_PER_REQUEST;
 	if (api->channel_register(wh->plugin, "webhook", SP_CHANNEL_ORG) < 0 ||
 	    api->job_handle(wh->plugin, "deliver.webhook", FANOUT_CONCURRENCY, on_fanout, wh) < 0 ||
-	    api->job_handle(wh->plugin, "webhook.send", concurrency, on_send, wh) < 0)
+	    api->job_handle(wh->plugin, "webhook.send", slots < 1000 ? slots : 1000, on_send, wh) <
+	        0)
 		return -1;
 	return 0;
 }

@@ -62,6 +62,8 @@ class Receiver:
         self.hits = []
         self.plans = {}
         self.delay = {}
+        self.active = {}  # path: requests being answered now
+        self.peak = {}  # path: most requests answered at once
         recv = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -78,15 +80,22 @@ class Receiver:
                     plan = recv.plans.get(self.path)
                     status, headers, sleep = plan.pop(0) if plan else (200, {}, 0)
                     sleep = sleep or recv.delay.get(self.path, 0)
-                if sleep:
-                    time.sleep(sleep)
-                out = b'{"ok":true}' if status < 300 else b'nope'
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header('Content-Length', str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
+                    recv.active[self.path] = recv.active.get(self.path, 0) + 1
+                    recv.peak[self.path] = max(recv.peak.get(self.path, 0),
+                                               recv.active[self.path])
+                try:
+                    if sleep:
+                        time.sleep(sleep)
+                    out = b'{"ok":true}' if status < 300 else b'nope'
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header('Content-Length', str(len(out)))
+                    self.end_headers()
+                    self.wfile.write(out)
+                finally:
+                    with recv.lock:
+                        recv.active[self.path] -= 1
 
         class Srv(http.server.ThreadingHTTPServer):
             daemon_threads = True
@@ -498,8 +507,43 @@ with tap.guard('webhooks'), PgCluster() as pg:
         tap.eq(q("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = '%s' AND "
                  "attempt = 1 AND outcome = 'delivered'" % pair_id), '300',
                'one attempt each in the log')
+        # updated_at is the end statement's now(): shared values mean shared statements.
+        tap.ok(int(q("SELECT count(*) - count(DISTINCT updated_at) FROM sp_jobs WHERE queue = "
+                     "'webhook.send' AND payload->>'endpoint_id' = '%s'" % pair_id)) > 0,
+               'send jobs ending together are written by one statement')
         a.stop()
         b.stop()
+
+    # ---- a burst larger than the concurrency: requests wait for a free connection;
+    # attempts end in batches, each with its own outcome ----
+    q("INSERT INTO webhook_endpoints (org_id, url, events, secret) VALUES ('%s', '%s', "
+      "'{burst.*}', '%s')" % (orgA, recv.url('/burst'), secret))
+    recv.delay['/burst'] = 0.05
+    recv.plan('/burst', *[(500, {}, 0.05)] * 3)
+    with Server(database=url, args=['--workers', '1'], env=BASE_ENV,
+                config_text=CONFIG + 'concurrency = 4\n') as a:
+        ids = outbox(orgA, 'burst.item', 'burst', n=40)
+        ok = wait_for(lambda: q("SELECT count(*) FROM sp_jobs WHERE queue = 'webhook.send' AND "
+                                "state = 'done' AND (payload->>'outbox_id')::uuid IN (SELECT id "
+                                "FROM sp_outbox WHERE type = 'burst.item')") == '40', 40)
+        tap.ok(ok, 'a burst of 40 events is delivered')
+        tap.ok(recv.peak.get('/burst', 0) <= 4,
+               'with at most `concurrency` (4) requests at once (peak %d)'
+               % recv.peak.get('/burst', 0))
+        hits = recv.on('/burst')
+        tap.eq((len(hits), {x[2]['webhook-id'] for x in hits} == set(ids)), (43, True),
+               'every event arrives; the three that failed were sent again, nothing else')
+        tap.eq(q("SELECT string_agg(attempts || 'x' || n, ',' ORDER BY attempts) FROM (SELECT "
+                 "attempts, count(*) AS n FROM sp_jobs WHERE queue = 'webhook.send' AND "
+                 "(payload->>'outbox_id')::uuid IN (SELECT id FROM sp_outbox WHERE type = "
+                 "'burst.item') GROUP BY attempts) x"), '1x37,2x3',
+               'each job ended with its own outcome: three retried once, the rest done at once')
+        tap.eq(q("SELECT string_agg(outcome || ':' || n, ',' ORDER BY outcome) FROM (SELECT "
+                 "outcome, count(*) AS n FROM webhook_deliveries d JOIN sp_outbox o ON o.id = "
+                 "d.event_id WHERE o.type = 'burst.item' GROUP BY outcome) x"),
+               'delivered:40,retrying:3', 'and the log has every attempt')
+        a.stop()
+    recv.delay['/burst'] = 0
 
     # ---- kill -9 in the middle of 1,000 deliveries ----
     q("INSERT INTO webhook_endpoints (org_id, url, events, secret) VALUES ('%s', '%s', "

@@ -167,8 +167,11 @@ static char *like_pattern(const char *q)
  * walking the name index and probing each organisation's topics finds a page sooner
  * (cost ~ organisations / holders × page size); at 100,000 organisations the two meet
  * near sqrt(21 × 100,000) ≈ 1,450 holders. */
-#define ORGS_TOPIC_DRIVEN_MAX     2000
-#define ORGS_TOPIC_DRIVEN_MAX_SQL "2000"
+#define ORGS_TOPIC_DRIVEN_MAX 2000
+/* The same number inside SQL text, spelt once. */
+#define ORGS_STR_(x)              #x
+#define ORGS_STR(x)               ORGS_STR_(x)
+#define ORGS_TOPIC_DRIVEN_MAX_SQL ORGS_STR(ORGS_TOPIC_DRIVEN_MAX)
 
 static void list_run(struct op *op, const char *name, const char *sql)
 {

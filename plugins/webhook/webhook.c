@@ -26,11 +26,12 @@ static const struct sp_setting wh_settings[] = {
 	  "Seconds to wait before each new attempt, comma-separated (jitter of 10% added); "
 	  "after the last one the delivery is dead" },
 	{ "timeout_s", SP_SETTING_INT, "30", 1, 300,
-	  "Time limit of one delivery request in seconds (keep it below [jobs] lease_s)" },
+	  "Time limit of one delivery request in seconds (keep it below half [jobs] lease_s)" },
 	{ "rotation_window_s", SP_SETTING_INT, "86400", 0, 2592000,
 	  "Seconds the previous secret keeps signing after a rotation (two signatures)" },
 	{ "concurrency", SP_SETTING_INT, "16", 1, 500,
-	  "Deliveries in flight per worker process (read at start)" },
+	  "Requests under way per worker process; twice as many deliveries are held (read "
+	  "at start)" },
 	{ "max_endpoints", SP_SETTING_INT, "20", 1, 1000,
 	  "Endpoints one organisation may register" },
 	{ "retention_days", SP_SETTING_INT, "30", 1, 3650,

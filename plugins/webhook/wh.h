@@ -41,6 +41,11 @@ struct wh {
 	 * loaded meanwhile wait in order for one to end. Ping requests are not counted. */
 	struct wh_send *waiting, *waiting_last;
 	int posting, post_max;
+	/* Transfer handles of ended requests (CURL *, at most post_max), used again: a new
+	 * one per request costs allocations the size of curl's buffers. */
+	void **idle_easy;
+	int nidle;
+	bool closing;  /* shut down: handles are no longer kept */
 	bool sweeping; /* a fan-out statement taking other fan-out jobs is under way */
 };
 

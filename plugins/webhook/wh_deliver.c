@@ -86,7 +86,10 @@ static void sending_changed(struct wh *wh, int delta)
 
 static void send_free(struct wh_send *s)
 {
-	if (s->easy)
+	struct wh *wh = s->wh;
+	if (s->easy && !wh->closing && wh->idle_easy && wh->nidle < wh->post_max)
+		wh->idle_easy[wh->nidle++] = s->easy;
+	else if (s->easy)
 		curl_easy_cleanup(s->easy);
 	curl_slist_free_all(s->headers);
 	free(s->body);
@@ -401,7 +404,13 @@ static int send_start(struct wh_send *s, const char *url, const char *secret, co
 		snprintf(s->error, sizeof(s->error), "the endpoint's secret is not valid");
 		return -1;
 	}
-	s->easy = curl_easy_init();
+	if (wh->nidle > 0) {
+		/* Every option is set again below; connections stay with the multi handle. */
+		s->easy = wh->idle_easy[--wh->nidle];
+		curl_easy_reset(s->easy);
+	} else {
+		s->easy = curl_easy_init();
+	}
 	if (!s->easy) {
 		snprintf(s->error, sizeof(s->error), "cannot start a transfer");
 		return -1;
@@ -754,6 +763,7 @@ void wh_deliver_ping(struct wh *wh, struct sp_request *req, const char *endpoint
 void wh_deliver_shutdown(struct wh *wh)
 {
 	/* The loop has stopped: the timers will not fire. Jobs are left to their lease. */
+	wh->closing = true;
 	struct wh_send *lists[] = { wh->loading, wh->recording, wh->waiting };
 	wh->loading = wh->recording = wh->waiting = wh->waiting_last = NULL;
 	wh->nloading = wh->nrecording = 0;
@@ -766,6 +776,10 @@ void wh_deliver_shutdown(struct wh *wh)
 			send_free(s);
 		}
 	}
+	while (wh->nidle > 0)
+		curl_easy_cleanup(wh->idle_easy[--wh->nidle]);
+	free(wh->idle_easy);
+	wh->idle_easy = NULL;
 }
 
 /* ---- fan-out ---- */
@@ -854,6 +868,7 @@ int wh_deliver_init(struct wh *wh, int concurrency)
 {
 	const struct sp_api *api = wh->api;
 	wh->post_max = concurrency;
+	wh->idle_easy = calloc((size_t)concurrency, sizeof(*wh->idle_easy));
 	int slots = concurrency * SLOTS_PER_REQUEST;
 	if (api->channel_register(wh->plugin, "webhook", SP_CHANNEL_ORG) < 0 ||
 	    api->job_handle(wh->plugin, "deliver.webhook", FANOUT_CONCURRENCY, on_fanout, wh) < 0 ||

@@ -24,6 +24,7 @@
 #include "util.h"
 #include "validate.h"
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -506,6 +507,9 @@ void sp_job_finish(struct sp_job *job, enum sp_job_outcome outcome, unsigned ret
 	struct sp_jobs *jobs = job->jobs;
 	struct handler *h = job->handler;
 	job->delay_s = outcome == SP_JOB_RETRY ? (retry_s ? retry_s : backoff_s(job->attempt)) : 0;
+	/* The batch passes delays as int[]: one out of range must not fail the others. */
+	if (job->delay_s > INT_MAX)
+		job->delay_s = INT_MAX;
 	job->state = outcome == SP_JOB_DONE ? "done" : outcome == SP_JOB_FAIL ? "dead" : "retry";
 	job->error = error ? utf8_copy(error) : NULL;
 	json_decref(job->payload);

@@ -14,8 +14,8 @@
  * logged a batch at a time, and their jobs ended once the batch is written (the core
  * writes jobs ended together with one statement). Requests and jobs are counted apart:
  * at most `concurrency` requests are under way, and twice as many send jobs are held, so
- * that connections stay busy while other deliveries are being loaded or logged (and
- * stay open: libcurl keeps idle connections only while enough transfers run). */
+ * that connections stay busy while other deliveries are being loaded or logged (which
+ * also keeps them open: libcurl keeps idle connections only while enough transfers run). */
 #include "wh.h"
 
 #include <stdio.h>

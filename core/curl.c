@@ -131,6 +131,9 @@ struct sp_curl *sp_curl_new(struct event_base *base)
 	curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
 	curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+	/* libcurl keeps about 4 idle connections per running transfer: between bursts of
+	 * webhook deliveries it would close and reopen most keep-alive connections. */
+	curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, 256L);
 	return c;
 }
 

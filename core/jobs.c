@@ -30,7 +30,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
 #include <event2/event.h>
 #include <sodium.h>
 
@@ -416,73 +415,38 @@ static char *utf8_copy(const char *text)
 	return out;
 }
 
-/* Appends text as an element of an array literal: quoted, or NULL. */
-static void array_text(struct evbuffer *b, const char *text)
-{
-	if (!text) {
-		evbuffer_add(b, "NULL", 4);
-		return;
-	}
-	evbuffer_add(b, "\"", 1);
-	for (const char *p = text; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			evbuffer_add(b, "\\", 1);
-		evbuffer_add(b, p, 1);
-	}
-	evbuffer_add(b, "\"", 1);
-}
-
-static char *buffer_string(struct evbuffer *b)
-{
-	evbuffer_add(b, "}", 2); /* with its NUL */
-	size_t n = evbuffer_get_length(b);
-	char *s = malloc(n);
-	if (s)
-		evbuffer_remove(b, s, n);
-	return s;
-}
-
-/* Writes up to FINISH_BATCH_MAX ended jobs with one statement; each row gets its own
- * outcome, and only while this worker still holds it. */
+/* Writes up to FINISH_BATCH_MAX ended jobs with one statement (their outcomes as one
+ * JSON array); each row gets its own outcome, and only while this worker still holds
+ * it. */
 static void write_batch(struct sp_jobs *jobs)
 {
-	struct evbuffer *b[4];
-	for (int i = 0; i < 4; i++) {
-		b[i] = evbuffer_new();
-		evbuffer_add(b[i], "{", 1);
-	}
+	json_t *rows = json_array();
 	int n = 0;
 	while (jobs->ending && n < FINISH_BATCH_MAX) {
 		struct sp_job *job = jobs->ending;
 		jobs->ending = job->next;
-		const char *sep = n++ ? "," : "";
-		evbuffer_add_printf(b[0], "%s%s", sep, job->id);
-		evbuffer_add_printf(b[1], "%s%s", sep, job->state);
-		evbuffer_add_printf(b[2], "%s%u", sep, job->delay_s);
-		evbuffer_add(b[3], sep, strlen(sep));
-		array_text(b[3], job->error);
+		json_array_append_new(
+		    rows, json_pack("{s:s, s:s, s:I, s:s?}", "id", job->id, "state", job->state,
+		                    "delay", (json_int_t)job->delay_s, "error", job->error));
 		job_free(job);
+		n++;
 	}
-	char *arr[4];
-	for (int i = 0; i < 4; i++) {
-		arr[i] = buffer_string(b[i]);
-		evbuffer_free(b[i]);
-	}
-	const char *params[] = { arr[0], arr[1], arr[2], arr[3], jobs->worker_id };
-	if (!arr[0] || !arr[1] || !arr[2] || !arr[3] ||
+	char *text = json_dumps(rows, JSON_COMPACT);
+	json_decref(rows);
+	const char *params[] = { text, jobs->worker_id };
+	if (!text ||
 	    sp_db_query_prepared(
 	        jobs->core->db, "sp_jobs_finish",
 	        "UPDATE sp_jobs j SET state = CASE WHEN f.state = 'retry' THEN CASE WHEN "
 	        "j.attempts >= j.max_attempts THEN 'dead' ELSE 'pending' END ELSE f.state END, "
 	        "run_at = CASE WHEN f.state = 'retry' THEN now() + make_interval(secs => "
 	        "f.delay) ELSE j.run_at END, locked_by = NULL, locked_until = NULL, last_error "
-	        "= f.error, updated_at = now() FROM unnest($1::bigint[], $2::text[], "
-	        "$3::int[], $4::text[]) AS f(id, state, delay, error) WHERE j.id = f.id AND "
-	        "j.locked_by = $5 AND j.state = 'running'",
-	        5, params, finished, (void *)(intptr_t)n) < 0)
+	        "= f.error, updated_at = now() FROM jsonb_to_recordset($1::jsonb) AS f(id "
+	        "bigint, state text, delay int, error text) WHERE j.id = f.id AND "
+	        "j.locked_by = $2 AND j.state = 'running'",
+	        2, params, finished, (void *)(intptr_t)n) < 0)
 		sp_warn("could not record the end of %d job(s); their leases will expire", n);
-	for (int i = 0; i < 4; i++)
-		free(arr[i]);
+	free(text);
 }
 
 /* At the end of a loop pass: the jobs ended during it, then claims for the slots. */
@@ -507,7 +471,7 @@ void sp_job_finish(struct sp_job *job, enum sp_job_outcome outcome, unsigned ret
 	struct sp_jobs *jobs = job->jobs;
 	struct handler *h = job->handler;
 	job->delay_s = outcome == SP_JOB_RETRY ? (retry_s ? retry_s : backoff_s(job->attempt)) : 0;
-	/* The batch passes delays as int[]: one out of range must not fail the others. */
+	/* The batch passes delays as int: one out of range must not fail the others. */
 	if (job->delay_s > INT_MAX)
 		job->delay_s = INT_MAX;
 	job->state = outcome == SP_JOB_DONE ? "done" : outcome == SP_JOB_FAIL ? "dead" : "retry";

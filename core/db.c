@@ -130,6 +130,12 @@ struct db_chan {
 	bool subscribed; /* LISTEN done on the current listener session */
 };
 
+/* A NOTIFY waiting for the end of the loop pass. */
+struct db_note {
+	char *channel, *payload;
+	struct db_note *next;
+};
+
 struct sp_db {
 	struct event_base *base;
 	char *url;
@@ -141,7 +147,9 @@ struct sp_db {
 	struct op_queue queue;
 	struct event *kick;        /* deferred work: dispatch, fail fast */
 	struct event *queue_timer; /* fires when the queue head times out */
-	bool connect_failed;       /* the last pool connect attempt failed */
+	struct event *notes_flush; /* sends the NOTIFYs asked for during this loop pass */
+	struct db_note *notes, *notes_tail;
+	bool connect_failed; /* the last pool connect attempt failed */
 	bool closing, free_pending;
 	int depth; /* nesting of our event callbacks: sp_db_free waits for 0 */
 	unsigned long long queries, errors;
@@ -151,6 +159,7 @@ static void conn_start(struct db_conn *c);
 static void conn_pump(struct db_conn *c);
 static void conn_lost(struct db_conn *c, const char *msg);
 static void tx_rolled_back(struct sp_db_tx *tx);
+static void notes_flush_cb(evutil_socket_t fd, short what, void *arg);
 
 /* The one logging hook of this file, to be swapped for the core logger. */
 static void db_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -1401,6 +1410,16 @@ static void db_destroy(struct sp_db *db)
 		free(ch->name);
 		free(ch);
 	}
+	while (db->notes) {
+		struct db_note *n = db->notes;
+
+		db->notes = n->next;
+		free(n->channel);
+		free(n->payload);
+		free(n);
+	}
+	if (db->notes_flush)
+		event_free(db->notes_flush);
 	if (db->kick)
 		event_free(db->kick);
 	if (db->queue_timer)
@@ -1444,8 +1463,9 @@ struct sp_db *sp_db_new(struct event_base *base, const struct sp_db_options *opt
 		goto fail;
 	db->kick = event_new(base, -1, 0, kick_cb, db);
 	db->queue_timer = evtimer_new(base, queue_timer_cb, db);
+	db->notes_flush = event_new(base, -1, 0, notes_flush_cb, db);
 	db->conns = calloc((size_t)db->pool_size, sizeof *db->conns);
-	if (!db->kick || !db->queue_timer || !db->conns)
+	if (!db->kick || !db->queue_timer || !db->notes_flush || !db->conns)
 		goto fail;
 	for (int i = 0; i < db->pool_size; i++)
 		if (conn_init(db, &db->conns[i], false) < 0)
@@ -1621,13 +1641,69 @@ static void notify_done(const struct sp_db_result *res, void *arg)
 		       sp_db_result_error(res));
 }
 
+/* NOTIFYs asked for during one pass of the event loop go out together, as one
+ * statement and one transaction (PostgreSQL delivers a transaction's notifications in
+ * the order they were made, and wakes each listener once for all of them): under load a
+ * pass emits many, and a transaction each cost more than the work that caused them. */
+#define NOTES_PER_STATEMENT 100
+
+static void notes_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sp_db *db = arg;
+
+	(void)fd;
+	(void)what;
+	while (db->notes && !db->closing) {
+		const char *params[2 * NOTES_PER_STATEMENT];
+		char sql[32 + NOTES_PER_STATEMENT * 32];
+		struct db_note *batch = db->notes, *n = batch;
+		int count = 0;
+		size_t len = (size_t)snprintf(sql, sizeof sql, "SELECT ");
+
+		for (; n && count < NOTES_PER_STATEMENT; n = n->next, count++) {
+			params[2 * count] = n->channel;
+			params[2 * count + 1] = n->payload;
+			len +=
+			    (size_t)snprintf(sql + len, sizeof sql - len, "%spg_notify($%d, $%d)",
+			                     count ? ", " : "", 2 * count + 1, 2 * count + 2);
+		}
+		db->notes = n;
+		if (!n)
+			db->notes_tail = NULL;
+		if (sp_db_query(db, sql, 2 * count, params, notify_done, NULL) < 0)
+			db_log("NOTIFY not sent: the pool refused the query");
+		for (int i = 0; i < count; i++) { /* the query keeps copies */
+			struct db_note *next = batch->next;
+
+			free(batch->channel);
+			free(batch->payload);
+			free(batch);
+			batch = next;
+		}
+	}
+}
+
 int sp_db_notify(struct sp_db *db, const char *channel, const char *payload)
 {
-	const char *params[2] = { channel, payload };
+	struct db_note *n;
 
-	if (!channel)
+	if (!db || db->closing || !channel)
 		return -1;
-	return sp_db_query(db, "SELECT pg_notify($1, $2)", 2, params, notify_done, NULL);
+	n = calloc(1, sizeof *n);
+	if (!n || !(n->channel = db_strdup(channel)) ||
+	    !(n->payload = db_strdup(payload ? payload : ""))) {
+		if (n)
+			free(n->channel);
+		free(n);
+		return -1;
+	}
+	if (db->notes_tail)
+		db->notes_tail->next = n;
+	else
+		db->notes = n;
+	db->notes_tail = n;
+	event_active(db->notes_flush, EV_TIMEOUT, 0);
+	return 0;
 }
 
 bool sp_db_is_up(const struct sp_db *db)

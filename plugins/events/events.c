@@ -33,6 +33,7 @@ void ev_op_free(struct ev_op *op)
 		return;
 	json_decref(op->doc);
 	json_decref(op->extra);
+	json_decref(op->item);
 	free(op->text);
 	free(op->key);
 	free(op);
@@ -310,6 +311,10 @@ static int events_init(const struct sp_api *api, struct sp_plugin *plugin, const
 	ev->m_checkins = api->metric_counter(plugin, "checkins_total", "Check-ins recorded");
 	ev->m_replays = api->metric_counter(plugin, "registration_replays_total",
 	                                    "Registrations answered again for an Idempotency-Key");
+	ev->m_batches = api->metric_counter(plugin, "registration_batches_total",
+	                                    "Statements that made registrations (batches)");
+	ev->m_batched = api->metric_counter(plugin, "registration_batch_items_total",
+	                                    "Registrations sent in those batches");
 	ev->m_unsafe = api->metric_gauge(plugin, "unsafe_mode",
 	                                 "1 while the test-only capacity-guard bypass is on");
 	/* A refused test switch at start is logged and ignored: the plugin runs safely. */
@@ -332,6 +337,7 @@ static int events_reload(void *state, const json_t *settings)
 static void events_shutdown(void *state)
 {
 	struct ev_plugin *ev = state;
+	ev_regq_free_all(ev);
 	for (int i = 0; i < EV_META_SLOTS; i++)
 		meta_clear(&ev->meta[i]);
 	free(ev);

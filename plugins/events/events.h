@@ -20,6 +20,8 @@ struct ev_meta {
 	unsigned long long used;   /* for least-recently-used replacement */
 };
 
+struct ev_regq; /* registrations of one event waiting for a batch */
+
 /* The plugin's state, one per worker process. */
 struct ev_plugin {
 	const struct sp_api *api; /* borrowed from the core until shutdown */
@@ -28,11 +30,13 @@ struct ev_plugin {
 	 * when the setting asks for it and the process runs with SPEARHEAD_TEST_UNSAFE=1. */
 	bool unsafe;
 	struct sp_metric *m_confirmed, *m_waitlisted, *m_cancelled, *m_promoted, *m_checkins,
-	    *m_replays, *m_unsafe;
+	    *m_replays, *m_unsafe, *m_batches, *m_batched;
 	/* The notice relay to the core's outbox (events_notify.c). */
 	bool relay_enabled, relay_running, relay_again, relay_pending;
 	struct ev_meta meta[EV_META_SLOTS];
 	unsigned long long meta_clock;
+	/* Registrations waiting for their event's batch (registration_routes.c). */
+	struct ev_regq *regqs;
 };
 
 /* The cached metadata of event id (borrowed until the next store or drop), or NULL. */
@@ -68,6 +72,8 @@ struct ev_op {
 	ev_outcome_fn *on_outcome;
 	ev_error_fn *on_error; /* optional, for ev_call */
 	ev_step_fn *next;
+	json_t *item;        /* owned: a registration checked and ready to be made */
+	struct ev_op *qnext; /* next registration waiting for the same event's batch */
 };
 
 struct ev_op *ev_op_new(struct ev_plugin *ev, struct sp_request *req);
@@ -118,6 +124,9 @@ void ev_emit_notices(struct ev_plugin *ev, const json_t *notices);
 /* The notice relay: started by init, kicked after each registration change. */
 void ev_relay_init(struct ev_plugin *ev);
 void ev_relay_kick(struct ev_plugin *ev);
+
+/* Answers the registrations still waiting for a batch (503) and frees the queues. */
+void ev_regq_free_all(struct ev_plugin *ev);
 
 /* Route tables of the two halves of the API. */
 int ev_add_event_routes(struct ev_plugin *ev);

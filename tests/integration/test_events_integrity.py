@@ -111,6 +111,14 @@ with tap.guard('events integrity'), PgCluster() as pg:
         r = a.request('GET', '/v1/events/%s' % ev['id'])
         tap.eq((r.json()['confirmed_count'], r.json()['waitlist_count']), (100, 1900),
                'the event shows 100 confirmed and 1,900 waiting')
+        batches = sum(S.metric(s, 'spearhead_events_registration_batches_total') or 0
+                      for s in servers)
+        items = sum(S.metric(s, 'spearhead_events_registration_batch_items_total') or 0
+                    for s in servers)
+        tap.diag('%d registrations made by %d statements' % (items, batches))
+        tap.ok(items >= 2000 and 0 < batches < items / 2,
+               'registrations arriving together were made together (%d in %d batches)'
+               % (items, batches))
 
         # ---- the same race without the capacity guard must overbook ----
         r = a.request('PUT', '/v1/plugins/events/settings', headers=A,

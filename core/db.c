@@ -1586,6 +1586,23 @@ int sp_db_tx_query(struct sp_db_tx *tx, const char *sql, int nparams, const char
 	return 0;
 }
 
+int sp_db_tx_query_prepared(struct sp_db_tx *tx, const char *name, const char *sql,
+                            int nparams, const char *const *params, sp_db_result_fn *cb,
+                            void *arg)
+{
+	struct db_op *op;
+
+	if (!tx || !tx->conn || tx->db->closing || tx->aborting || tx->finish != FIN_NONE || !sql ||
+	    !name || !*name || strlen(name) > DB_NAME_MAX || !params_valid(nparams, params))
+		return -1;
+	op = op_new(OP_PREPARED, name, sql, nparams, params, cb, arg);
+	if (!op)
+		return -1;
+	op->tx = tx;
+	queue_push(&tx->ops, op);
+	return 0;
+}
+
 void sp_db_tx_commit(struct sp_db_tx *tx)
 {
 	if (tx && !tx->aborting && tx->finish == FIN_NONE)

@@ -622,8 +622,9 @@ int sp_notify(struct sp_core *core, struct sp_db_tx *tx, const struct sp_notific
 	    "aud) WHERE (ch.aud = 'user' AND r.user_id IS NOT NULL AND (chosen.list IS NULL OR "
 	    "chosen.list ? ch.name)) OR (ch.aud = 'org' AND r.org_id IS NOT NULL) "
 	    "ON CONFLICT DO NOTHING";
-	int rc = tx ? sp_db_tx_query(tx, sql, 9, params, cb, arg)
-	            : sp_db_query(jobs->core->db, sql, 9, params, cb, arg);
+	/* Prepared: planning this statement cost more than running it. */
+	int rc = tx ? sp_db_tx_query_prepared(tx, "sp_notify", sql, 9, params, cb, arg)
+	            : sp_db_query_prepared(jobs->core->db, "sp_notify", sql, 9, params, cb, arg);
 	free(data);
 	return rc;
 }

@@ -1586,9 +1586,8 @@ int sp_db_tx_query(struct sp_db_tx *tx, const char *sql, int nparams, const char
 	return 0;
 }
 
-int sp_db_tx_query_prepared(struct sp_db_tx *tx, const char *name, const char *sql,
-                            int nparams, const char *const *params, sp_db_result_fn *cb,
-                            void *arg)
+int sp_db_tx_query_prepared(struct sp_db_tx *tx, const char *name, const char *sql, int nparams,
+                            const char *const *params, sp_db_result_fn *cb, void *arg)
 {
 	struct db_op *op;
 

@@ -60,9 +60,8 @@ int sp_db_tx(struct sp_db *db, const char *isolation, int max_retries, sp_db_tx_
 int sp_db_tx_query(struct sp_db_tx *tx, const char *sql, int nparams, const char *const *params,
                    sp_db_result_fn *cb, void *arg);
 /* Same, prepared once per connection under name (as sp_db_query_prepared). */
-int sp_db_tx_query_prepared(struct sp_db_tx *tx, const char *name, const char *sql,
-                            int nparams, const char *const *params, sp_db_result_fn *cb,
-                            void *arg);
+int sp_db_tx_query_prepared(struct sp_db_tx *tx, const char *name, const char *sql, int nparams,
+                            const char *const *params, sp_db_result_fn *cb, void *arg);
 /* Both run after the queries already issued; later tx calls on it are refused. */
 void sp_db_tx_commit(struct sp_db_tx *tx);
 void sp_db_tx_rollback(struct sp_db_tx *tx);

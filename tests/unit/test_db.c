@@ -181,7 +181,16 @@ static long terminate_ours(void)
 
 /* ---- transactions ---- */
 
-enum tx_mode { TX_COMMIT, TX_ROLLBACK, TX_DUP, TX_RETRY, TX_ALWAYS, TX_IDLE, TX_SLEEP };
+enum tx_mode {
+	TX_COMMIT,
+	TX_ROLLBACK,
+	TX_DUP,
+	TX_RETRY,
+	TX_ALWAYS,
+	TX_IDLE,
+	TX_SLEEP,
+	TX_PREPARED
+};
 
 struct txctx {
 	enum tx_mode mode;
@@ -201,6 +210,7 @@ static void tx_cb(const struct sp_db_result *r, void *arg)
 }
 
 static struct sp_db_tx *rollback_tx;
+static const char *tx_prep_ids[2]; /* the rows TX_PREPARED inserts */
 
 static void tx_rollback_cb(const struct sp_db_result *r, void *arg)
 {
@@ -261,6 +271,18 @@ static void tx_body(struct sp_db_tx *tx, void *arg)
 		sp_db_tx_query(tx, "SELECT pg_sleep(5)", 0, NULL, tx_cb, t);
 		sp_db_tx_commit(tx);
 		break;
+	case TX_PREPARED: {
+		/* The same prepared statement twice in one transaction: prepared once on
+		 * the connection, run with each parameter. */
+		const char *p1[1] = { tx_prep_ids[0] }, *p2[1] = { tx_prep_ids[1] };
+
+		snprintf(sql, sizeof sql, "INSERT INTO %s (id) VALUES ($1::int)", table);
+		if (sp_db_tx_query_prepared(tx, "sp_test_tx_prep", sql, 1, p1, tx_cb, t) != 0 ||
+		    sp_db_tx_query_prepared(tx, "sp_test_tx_prep", sql, 1, p2, tx_cb, t) != 0)
+			diag("sp_db_tx_query_prepared refused");
+		sp_db_tx_commit(tx);
+		break;
+	}
 	}
 }
 
@@ -644,6 +666,24 @@ static void test_tx(struct sp_db *db)
 	run_tx(db, &t, TX_IDLE, NULL, 0);
 	ok(t.done_calls == 1 && !strcmp(t.state, SP_DB_STATE_ROLLBACK),
 	   "body leaving the tx idle: rolled back, done(SP000)");
+
+	tx_prep_ids[0] = "6";
+	tx_prep_ids[1] = "7";
+	run_tx(db, &t, TX_PREPARED, NULL, 0);
+	ok(t.done_calls == 1 && t.done_ok && t.cb_calls == 2,
+	   "prepared statement run twice in a tx: committed, both callbacks (%d) %s", t.cb_calls,
+	   t.error);
+	tx_prep_ids[0] = "8";
+	tx_prep_ids[1] = "7"; /* duplicate key: the prepared statement fails in the tx */
+	run_tx(db, &t, TX_PREPARED, NULL, 0);
+	ok(t.done_calls == 1 && !strcmp(t.state, "23505") && t.cb_calls == 1,
+	   "a failing prepared statement aborts its tx: done(23505), earlier callback only");
+	tx_prep_ids[0] = "9";
+	tx_prep_ids[1] = "10";
+	run_tx(db, &t, TX_PREPARED, NULL, 0);
+	ok(t.done_calls == 1 && t.done_ok && t.cb_calls == 2, "and is reused by the next tx");
+	ok(count_rows(db, "id IN (6, 7, 9, 10)") == 4 && count_rows(db, "id = 8") == 0,
+	   "the prepared inserts committed, the failed tx's did not");
 
 	ok(sp_db_tx(db, "SERIALIZABLE; DROP TABLE x", 0, tx_body, tx_done, &t) == -1,
 	   "unknown isolation level refused");

@@ -133,12 +133,18 @@ async def gather(coros):
 # ---------------------------------------------------------------- invariants
 
 INVARIANTS = """
-WITH e AS (SELECT * FROM events_events WHERE id = '{ev}'),
+WITH e AS (SELECT ev.id, ev.status, ev.capacity, s.confirmed, s.waitlisted,
+                  s.capacity AS seats_capacity
+             FROM events_events ev JOIN events_seats s ON s.event_id = ev.id
+            WHERE ev.id = '{ev}'),
 r AS (SELECT * FROM events_registrations WHERE event_id = '{ev}'),
 counts AS (SELECT count(*) FILTER (WHERE status = 'confirmed') AS confirmed,
                   count(*) FILTER (WHERE status = 'waitlisted') AS waitlisted FROM r)
 SELECT 'confirmed ' || c.confirmed || ' > capacity ' || e.capacity
   FROM e, counts c WHERE c.confirmed > e.capacity
+UNION ALL
+SELECT 'seats capacity ' || e.seats_capacity || ' <> event capacity ' || e.capacity
+  FROM e WHERE e.seats_capacity <> e.capacity
 UNION ALL
 SELECT 'confirmed counter ' || e.confirmed || ' <> ' || c.confirmed || ' confirmed rows'
   FROM e, counts c WHERE e.confirmed <> c.confirmed

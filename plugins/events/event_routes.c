@@ -382,6 +382,13 @@ static void patch_loaded(struct ev_op *op, const struct sp_db_result *res)
 		           NULL);
 		return;
 	}
+	if (op->doc) { /* the body's own errors, told only to those who may change it */
+		json_decref(event);
+		json_t *errors = op->doc;
+		op->doc = NULL;
+		ev_problem(op, 422, "Invalid change", "the body cannot be applied", errors);
+		return;
+	}
 	json_int_t version = json_integer_value(json_object_get(event, "version"));
 	/* The current writable fields with the patch applied, checked as a whole. */
 	json_t *merged = json_object();
@@ -444,17 +451,19 @@ static void patch_event(struct sp_request *req, void *state)
 				ev_error(errors, key, "is read-only");
 		}
 	}
-	/* Unknown fields are reported by the full check after the merge. */
-	if (json_object_size(errors) > 0) {
-		api->reply_problem(req, 422, "Invalid change", "the body cannot be applied",
-		                   errors);
+	/* Unknown fields are reported by the full check after the merge. A body that
+	 * cannot be applied is refused after the organiser check all the same, so that
+	 * whoever may not change the event learns only that (403, or 404 for a draft). */
+	struct ev_op *op = ev_op_new(ev, req);
+	if (!op) {
+		json_decref(errors);
 		return;
 	}
-	json_decref(errors);
-	struct ev_op *op = ev_op_new(ev, req);
-	if (!op)
-		return;
 	memcpy(op->event_id, id, sizeof(id));
+	if (json_object_size(errors) > 0)
+		op->doc = errors;
+	else
+		json_decref(errors);
 	op->extra = json_incref(body);
 	load_event(op, patch_loaded);
 }
@@ -555,6 +564,24 @@ static void granted(struct ev_op *op, const char *outcome, json_t *body)
 		unexpected(op, outcome);
 }
 
+/* A malformed organiser grant: 404/403 for those who may not grant, else 422. */
+static void grant_invalid_loaded(struct ev_op *op, const struct sp_db_result *res)
+{
+	bool organiser;
+	json_t *event = visible_event(op, res, &organiser);
+	if (!event)
+		return;
+	json_decref(event);
+	if (!organiser) {
+		ev_problem(op, 403, NULL,
+		           "only the event's organisers and admins may add organisers", NULL);
+		return;
+	}
+	json_t *errors = op->doc;
+	op->doc = NULL;
+	ev_problem(op, 422, "Invalid organiser", "the body names no one", errors);
+}
+
 static void post_organiser(struct sp_request *req, void *state)
 {
 	struct ev_plugin *ev = state;
@@ -588,7 +615,15 @@ static void post_organiser(struct sp_request *req, void *state)
 		user = json_string_value(u);
 	}
 	if (json_object_size(errors) > 0) {
-		api->reply_problem(req, 422, "Invalid organiser", "the body names no one", errors);
+		/* Refused after the organiser check, as PATCH does. */
+		struct ev_op *op = ev_op_new(ev, req);
+		if (!op) {
+			json_decref(errors);
+			return;
+		}
+		memcpy(op->event_id, id, sizeof(id));
+		op->doc = errors;
+		load_event(op, grant_invalid_loaded);
 		return;
 	}
 	json_decref(errors);

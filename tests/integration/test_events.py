@@ -147,6 +147,8 @@ with tap.guard('events API'), PgCluster() as pg:
                'no one named → 422')
         tap.eq(R('POST', E + '/organisers', headers=M2, body={'user_id': m2['id']}).status, 404,
                'a member cannot grant themselves (the draft is hidden)')
+        tap.eq(R('POST', E + '/organisers', headers=M2, body={'bogus': 1}).status, 404,
+               'nor learn anything from a malformed grant (the draft stays hidden)')
         r = R('GET', E + '/organisers', headers=M1)
         tap.eq(sorted(o['email'] for o in r.json()['items']),
                sorted(['staff@cluster.example', m1['email']]),
@@ -181,6 +183,10 @@ with tap.guard('events API'), PgCluster() as pg:
         tap.eq(R('GET', E).status, 200, 'and so does anyone (public listing)')
         tap.eq(R('PATCH', E, headers=M2, body={'title': 'x'}).status, 403,
                'a member who is not an organiser cannot change it')
+        tap.eq(R('PATCH', E, headers=M2, body={'status': 'closed', 'version': 1}).status, 403,
+               'a malformed change from a non-organiser → 403, not the body\'s errors')
+        tap.eq(R('POST', E + '/organisers', headers=M2, body={'bogus': 1}).status, 403,
+               'so does a malformed organiser grant')
         tap.eq(R('POST', E + '/close', headers=M2).status, 403, 'nor close it')
 
         # ---- registering ----

@@ -139,7 +139,8 @@ WITH e AS (SELECT ev.id, ev.status, ev.capacity, s.confirmed, s.waitlisted,
             WHERE ev.id = '{ev}'),
 r AS (SELECT * FROM events_registrations WHERE event_id = '{ev}'),
 counts AS (SELECT count(*) FILTER (WHERE status = 'confirmed') AS confirmed,
-                  count(*) FILTER (WHERE status = 'waitlisted') AS waitlisted FROM r)
+                  count(*) FILTER (WHERE status = 'waitlisted') AS waitlisted FROM r),
+promoted AS (SELECT * FROM r WHERE promoted_at IS NOT NULL)
 SELECT 'confirmed ' || c.confirmed || ' > capacity ' || e.capacity
   FROM e, counts c WHERE c.confirmed > e.capacity
 UNION ALL
@@ -167,8 +168,8 @@ SELECT 'waitlisted ' || w.id || ' could have a seat'
                      AND q.confirmed >= q.quota)
 UNION ALL
 SELECT 'waitlisted ' || w.id || ' skipped by later ' || p.id || ' of the same category'
-  FROM r w JOIN r p ON p.category IS NOT DISTINCT FROM w.category AND p.seq > w.seq
- WHERE w.status = 'waitlisted' AND p.promoted_at IS NOT NULL
+  FROM r w JOIN promoted p ON p.category IS NOT DISTINCT FROM w.category AND p.seq > w.seq
+ WHERE w.status = 'waitlisted'
 UNION ALL
 SELECT 'registration ' || r.id || ' promoted with ' || count(n.id) || ' promotion notices'
   FROM r LEFT JOIN events_notices n ON n.registration_id = r.id

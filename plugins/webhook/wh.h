@@ -24,6 +24,7 @@ struct wh_config {
 };
 
 struct wh_send;
+struct wh_delivery;
 
 struct wh {
 	const struct sp_api *api;
@@ -35,8 +36,9 @@ struct wh {
 	/* Jobs claimed together are loaded with one query, and attempts are logged a batch
 	 * at a time: fewer database round trips per delivery. */
 	struct wh_send *loading, *recording;
-	int nloading, nrecording;
-	struct sp_timer *load_timer, *record_timer;
+	struct wh_delivery *dloading; /* delivery jobs, loaded with their endpoints */
+	int nloading, nrecording, ndloading;
+	struct sp_timer *load_timer, *record_timer, *dload_timer;
 	/* Requests under way are at most post_max (the concurrency setting); deliveries
 	 * loaded meanwhile wait in order for one to end. Ping requests are not counted. */
 	struct wh_send *waiting, *waiting_last;
@@ -45,8 +47,7 @@ struct wh {
 	 * one per request costs allocations the size of curl's buffers. */
 	void **idle_easy;
 	int nidle;
-	bool closing;  /* shut down: handles are no longer kept */
-	bool sweeping; /* a fan-out statement taking other fan-out jobs is under way */
+	bool closing; /* shut down: handles are no longer kept */
 };
 
 /* Reads validated settings (borrowed) into cfg. Returns 0, or -1 with a message in
@@ -55,8 +56,9 @@ int wh_config_read(const json_t *settings, struct wh_config *cfg, char *err, siz
 
 /* ---- wh_deliver.c ---- */
 
-/* Registers the channel and the job handlers ("deliver.webhook" fans an outbox row out
- * to one "webhook.send" job per subscribed endpoint). concurrency per worker. */
+/* Registers the channel and the job handlers ("deliver.webhook" posts an outbox row to
+ * every subscribed endpoint; "webhook.send" retries one endpoint). concurrency: requests
+ * at a time per worker. */
 int wh_deliver_init(struct wh *wh, int concurrency);
 /* Frees what waits in the batches (at shutdown; their jobs are left to their lease). */
 void wh_deliver_shutdown(struct wh *wh);

@@ -1,21 +1,24 @@
 /* wh_deliver.c — webhook deliveries. A "deliver.webhook" job (one per outbox row, made
- * by the core's trigger) fans the event out to one "webhook.send" job per enabled,
- * subscribed endpoint of the organisation, in one SQL statement whose dedupe keys
- * ("<outbox id>:<endpoint id>") make running it twice harmless. A send job signs the
- * body (Standard Webhooks), POSTs it through libcurl on the event loop, refuses to
- * connect to addresses the policy forbids (checked on the address curl is about to
- * connect to, after DNS), records the attempt and ends the job: done on 2xx, retried
- * on the schedule (or after Retry-After on 429/503), dead when out of attempts, and
- * the endpoint disabled on 410.
+ * by the core's trigger) posts the event directly to every enabled, subscribed endpoint
+ * of the organisation: its attempts are the first ones. A pair (event, endpoint) whose
+ * first attempt fails gets a "webhook.send" job, written in the same statement as the
+ * attempt's log row: pending for the retries, or dead at once when retrying cannot help
+ * (dedupe key "<outbox id>:<endpoint id>"). The delivery job ends once every endpoint has
+ * either been delivered or got its send job; run again (its worker died), it skips the
+ * endpoints that already have one. A send job retries one endpoint: it signs the body
+ * (Standard Webhooks), POSTs it through libcurl on the event loop, refuses to connect to
+ * addresses the policy forbids (checked on the address curl is about to connect to, after
+ * DNS), records the attempt and ends: done on 2xx, retried on the schedule (or after
+ * Retry-After on 429/503), dead when out of attempts, and the endpoint disabled on 410.
  *
- * Round trips are what limits throughput, so they are shared: a fan-out job also takes
- * the other ready fan-out jobs (one statement marks them done and creates their send
- * jobs, atomically); send jobs claimed together are loaded with one query; attempts are
- * logged a batch at a time, and their jobs ended once the batch is written (the core
- * writes jobs ended together with one statement). Requests and jobs are counted apart:
- * at most `concurrency` requests are under way, and twice as many send jobs are held, so
- * that connections stay busy while other deliveries are being loaded or logged (which
- * also keeps them open: libcurl keeps idle connections only while enough transfers run). */
+ * On the happy path a delivery is thus one job row claimed and ended and one log row.
+ * Round trips are shared: jobs claimed together are loaded with one query (delivery jobs
+ * with their endpoints, send jobs with theirs); attempts are logged a batch at a time,
+ * and their jobs ended once the batch is written (the core writes jobs ended together
+ * with one statement). Requests and jobs are counted apart: at most `concurrency`
+ * requests are under way, and twice as many jobs are held, so that connections stay busy
+ * while other deliveries are being loaded or logged (which also keeps them open: libcurl
+ * keeps idle connections only while enough transfers run). */
 #include "wh.h"
 
 #include <stdio.h>
@@ -34,11 +37,24 @@
 #define ERROR_MAX       480 /* bytes of an attempt's error text */
 #define RETRY_AFTER_MAX 86400
 
+/* A "deliver.webhook" job: its sends to the organisation's endpoints. */
+struct wh_delivery {
+	struct wh *wh;
+	struct sp_job *job;
+	char job_id[24];
+	char outbox_id[40];
+	int attempt;
+	int pending; /* sends not yet concluded */
+	bool retry;  /* a failed attempt could not be logged with its send job: run again */
+	struct wh_delivery *next; /* in wh->dloading */
+};
+
 struct wh_send {
 	struct wh *wh;
-	struct sp_job *job;     /* a delivery job, or NULL for a ping */
-	struct sp_request *req; /* the ping's request, or NULL */
-	char job_id[24];        /* "" for a ping */
+	struct sp_job *job;           /* a send job (retries), or NULL */
+	struct wh_delivery *delivery; /* or the delivery job whose first attempt this is */
+	struct sp_request *req;       /* the ping's request, or NULL */
+	char job_id[24];              /* "" for a ping */
 	int attempt, max_attempts;
 	char event_id[40], endpoint_id[40];
 	char event_type[WH_PATTERN_MAX + 1];
@@ -65,14 +81,10 @@ struct wh_send {
 	struct wh_send *next; /* in wh->loading or wh->recording */
 };
 
-#define LOAD_BATCH_MAX   256  /* sends loaded by one query */
-#define RECORD_BATCH_MAX 256  /* attempts logged by one statement */
-#define RECORD_DELAY_MS  5    /* how long an attempt waits for others to be logged with */
-#define FANOUT_SWEEP     5000 /* other fan-out jobs one fan-out statement takes */
-/* Fan-out jobs run at a time per worker: one, so that nearly all of them are swept in bulk
- * rather than claimed and run one by one. */
-#define FANOUT_CONCURRENCY 1
-/* Send jobs held per request slot: while some are being loaded or logged, others keep
+#define LOAD_BATCH_MAX   256 /* sends loaded by one query */
+#define RECORD_BATCH_MAX 256 /* attempts logged by one statement */
+#define RECORD_DELAY_MS  5   /* how long an attempt waits for others to be logged with */
+/* Jobs held per request slot: while some are being loaded or logged, others keep
  * every connection busy. A claimed delivery waits for a connection at most about one
  * request timeout, so with the default lease (120 s) and timeout (30 s) a job's lease
  * outlasts its wait and its own request. */
@@ -84,9 +96,34 @@ static void sending_changed(struct wh *wh, int delta)
 	wh->api->metric_set(wh->m_sending, wh->sending);
 }
 
+/* A delivery or send job (counted against post_max), not a ping. */
+static bool is_job(const struct wh_send *s)
+{
+	return s->job || s->delivery;
+}
+
+static void delivery_free(struct wh_delivery *d)
+{
+	free(d);
+}
+
+/* One send of d concluded (or dropped, with end false: the server is stopping and the job
+ * is left to its lease); the last one ends the job. */
+static void delivery_release(struct wh_delivery *d, bool end)
+{
+	if (--d->pending > 0)
+		return;
+	if (end && d->job)
+		d->wh->api->job_finish(d->job, d->retry ? SP_JOB_RETRY : SP_JOB_DONE, 0,
+		                       d->retry ? "an attempt was not made or not logged" : NULL);
+	delivery_free(d);
+}
+
 static void send_free(struct wh_send *s)
 {
 	struct wh *wh = s->wh;
+	if (s->delivery)
+		delivery_release(s->delivery, false);
 	if (s->easy && !wh->closing && wh->idle_easy && wh->nidle < wh->post_max)
 		wh->idle_easy[wh->nidle++] = s->easy;
 	else if (s->easy)
@@ -105,10 +142,18 @@ static void send_abort(struct wh_send *s, enum sp_job_outcome outcome, unsigned 
                        const char *error)
 {
 	struct wh *wh = s->wh;
-	if (s->job)
+	if (s->job) {
 		wh->api->job_finish(s->job, outcome, retry_s, error);
-	else if (s->req)
+	} else if (s->delivery) {
+		/* Not attempted: the whole delivery runs again (endpoints that got a send job
+		 * meanwhile are skipped then). */
+		if (outcome == SP_JOB_RETRY)
+			s->delivery->retry = true;
+		delivery_release(s->delivery, true);
+		s->delivery = NULL;
+	} else if (s->req) {
 		wh->api->reply_problem(s->req, status, NULL, error, NULL);
+	}
 	send_free(s);
 }
 
@@ -128,11 +173,15 @@ static void reply_ping(struct wh_send *s)
 /* Ends the job (or answers the ping) of an attempt that has been logged, and frees it. */
 static void conclude(struct wh_send *s)
 {
-	if (s->job)
+	if (s->job) {
 		s->wh->api->job_finish(s->job, s->job_outcome, s->retry_s,
 		                       s->error[0] ? s->error : NULL);
-	else if (s->req)
+	} else if (s->delivery) {
+		delivery_release(s->delivery, true);
+		s->delivery = NULL;
+	} else if (s->req) {
 		reply_ping(s);
+	}
 	send_free(s);
 }
 
@@ -167,26 +216,36 @@ static json_t *attempt_json(struct wh_send *s)
 	json_object_set_new(o, "error", s->error[0] ? json_string(s->error) : json_null());
 	json_object_set_new(o, "response",
 	                    s->response_len ? json_string(s->response) : json_null());
-	json_object_set_new(o, "next_s",
-	                    strcmp(s->outcome, "retrying") == 0 ? json_integer(s->retry_s)
-	                                                        : json_null());
+	bool retrying = strcmp(s->outcome, "retrying") == 0;
+	json_object_set_new(o, "next_s", retrying ? json_integer(s->retry_s) : json_null());
+	/* The first attempt, made by the delivery job: a failure gets its send job. */
+	if (s->delivery && strcmp(s->outcome, "delivered") != 0) {
+		json_object_set_new(o, "job_state", json_string(retrying ? "pending" : "dead"));
+		json_object_set_new(o, "max_attempts", json_integer(s->max_attempts));
+	}
 	return o;
 }
 
-/* Writes the attempts ($1, a JSON array) and disables the endpoints that answered 410.
- * An attempt of an endpoint deleted meanwhile is skipped. */
+/* Writes the attempts ($1, a JSON array), disables the endpoints that answered 410, and
+ * gives each failed first attempt (job_state set) its send job: pending until its next
+ * attempt, or dead. An attempt of an endpoint deleted meanwhile is skipped. */
 static const char record_sql[] =
     "WITH r AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(endpoint_id uuid, event_id "
     "uuid, event_type text, attempt int, job_id bigint, outcome text, status_code int, error "
-    "text, response text, duration_ms int, next_s int)), "
+    "text, response text, duration_ms int, next_s int, job_state text, max_attempts int) "
+    "WHERE EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = r.endpoint_id)), "
     "x AS (UPDATE webhook_endpoints w SET enabled = false, disabled_reason = 'the receiver "
     "answered 410 Gone', updated_at = now() WHERE w.enabled AND w.id IN (SELECT endpoint_id "
-    "FROM r WHERE outcome = 'disabled') RETURNING w.id) "
+    "FROM r WHERE outcome = 'disabled') RETURNING w.id), "
+    "j AS (INSERT INTO sp_jobs (queue, payload, dedupe_key, state, attempts, max_attempts, "
+    "run_at, last_error) SELECT 'webhook.send', jsonb_build_object('outbox_id', event_id, "
+    "'endpoint_id', endpoint_id), event_id::text || ':' || endpoint_id::text, job_state, "
+    "attempt, greatest(max_attempts, attempt), now() + make_interval(secs => "
+    "coalesce(next_s, 0)), error FROM r WHERE job_state IS NOT NULL ON CONFLICT DO NOTHING) "
     "INSERT INTO webhook_deliveries (endpoint_id, event_id, event_type, attempt, job_id, "
     "outcome, status_code, error, response, duration_ms, next_attempt_at) SELECT "
     "endpoint_id, event_id, event_type, attempt, job_id, outcome, status_code, error, "
-    "response, duration_ms, now() + make_interval(secs => next_s) FROM r WHERE EXISTS "
-    "(SELECT 1 FROM webhook_endpoints w WHERE w.id = r.endpoint_id)";
+    "response, duration_ms, now() + make_interval(secs => next_s) FROM r";
 
 struct record_batch {
 	struct wh *wh;
@@ -194,14 +253,26 @@ struct record_batch {
 	int n;
 };
 
+/* Failed first attempts whose send job was not written: their deliveries run again. */
+static void mark_unlogged(struct wh_send *list)
+{
+	for (struct wh_send *s = list; s; s = s->next)
+		if (s->delivery && strcmp(s->outcome, "delivered") != 0)
+			s->delivery->retry = true;
+}
+
 static void recorded(const struct sp_db_result *res, void *arg)
 {
 	struct record_batch *b = arg;
 	struct wh *wh = b->wh;
-	if (!wh->api->db_ok(res) && strcmp(wh->api->db_sqlstate(res), "SP503") != 0)
-		wh->api->log(wh->plugin, SP_LOG_WARN,
-		             "logging %d webhook attempt(s) failed (%s); their jobs end anyway",
-		             b->n, wh->api->db_sqlstate(res));
+	if (!wh->api->db_ok(res)) {
+		if (strcmp(wh->api->db_sqlstate(res), "SP503") != 0)
+			wh->api->log(wh->plugin, SP_LOG_WARN,
+			             "logging %d webhook attempt(s) failed (%s); their jobs end "
+			             "anyway, deliveries without their send job run again",
+			             b->n, wh->api->db_sqlstate(res));
+		mark_unlogged(b->list);
+	}
 	conclude_all(b->list);
 	free(b);
 }
@@ -236,6 +307,7 @@ static void record_flush(void *arg)
 		free(text);
 	}
 	/* Nothing could be queued: end the jobs without their log rows. */
+	mark_unlogged(list);
 	conclude_all(list);
 none:
 	free(b);
@@ -302,7 +374,7 @@ static size_t on_data(char *data, size_t size, size_t n, void *arg)
 static void judge(struct wh_send *s, int curl_code)
 {
 	struct wh *wh = s->wh;
-	bool is_ping = s->job == NULL;
+	bool is_ping = !is_job(s);
 	curl_off_t retry_after = -1;
 	if (curl_code == CURLE_OK) {
 		curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &s->status);
@@ -378,7 +450,7 @@ static void transfer_done(void *easy, int curl_code, void *arg)
 {
 	struct wh_send *s = arg;
 	struct wh *wh = s->wh;
-	if (s->job)
+	if (is_job(s))
 		wh->posting--;
 	if (curl_code == CURLE_ABORTED_BY_CALLBACK) {
 		/* The server is stopping: the job is left to its lease, the ping answered. */
@@ -456,10 +528,10 @@ static int send_start(struct wh_send *s, const char *url, const char *secret, co
 static void post(struct wh_send *s)
 {
 	struct wh *wh = s->wh;
-	if (s->job)
+	if (is_job(s))
 		wh->posting++;
 	if (send_start(s, s->url, s->secret, s->previous) < 0) {
-		if (s->job)
+		if (is_job(s))
 			wh->posting--;
 		char err[ERROR_MAX + 1];
 		snprintf(err, sizeof(err), "%s", s->error);
@@ -530,15 +602,18 @@ enum {
 	COL_ENDPOINT_ID,
 };
 
-/* Delivery jobs: $1 outbox ids, $2 endpoint ids, $3 job ids (arrays, in batch order). A
- * job without row has lost its event or its endpoint. */
+/* Send jobs: $1 outbox ids, $2 endpoint ids, $3 job ids (arrays, in batch order). A
+ * job without row has lost its event or its endpoint. Each event is looked up by its key
+ * (OFFSET 0 keeps the subquery apart): joined, the generic plan of the prepared statement
+ * could read and hash the whole outbox for every batch. */
 static const char load_sql[] =
     "SELECT k.i::int, o.id::text, o.type, to_char(o.created_at AT TIME ZONE 'UTC', " WH_TS_FMT
     "), o.title, o.data::text, w.url, w.secret, CASE WHEN w.previous_secret_expires_at > "
     "now() THEN w.previous_secret END, w.enabled, j.max_attempts, w.id::text FROM "
     "unnest($1::uuid[], $2::uuid[], $3::bigint[]) WITH ORDINALITY AS k(outbox_id, "
-    "endpoint_id, job_id, i) JOIN sp_outbox o ON o.id = k.outbox_id JOIN webhook_endpoints w "
-    "ON w.id = k.endpoint_id LEFT JOIN sp_jobs j ON j.id = k.job_id";
+    "endpoint_id, job_id, i) CROSS JOIN LATERAL (SELECT * FROM sp_outbox WHERE id = "
+    "k.outbox_id OFFSET 0) o JOIN webhook_endpoints w ON w.id = k.endpoint_id LEFT JOIN "
+    "sp_jobs j ON j.id = k.job_id";
 
 /* A test ping ($1 endpoint id, $2 the caller's organisation or NULL for admins); it goes
  * to disabled endpoints too. */
@@ -579,7 +654,7 @@ static void start_loaded(struct wh_send *s, const struct sp_db_result *res, int 
 		send_abort(s, SP_JOB_RETRY, 0, 500, "out of memory");
 		return;
 	}
-	if (s->job && (wh->waiting || wh->posting >= wh->post_max)) {
+	if (is_job(s) && (wh->waiting || wh->posting >= wh->post_max)) {
 		s->next = NULL;
 		if (wh->waiting_last)
 			wh->waiting_last->next = s;
@@ -767,6 +842,12 @@ void wh_deliver_shutdown(struct wh *wh)
 	struct wh_send *lists[] = { wh->loading, wh->recording, wh->waiting };
 	wh->loading = wh->recording = wh->waiting = wh->waiting_last = NULL;
 	wh->nloading = wh->nrecording = 0;
+	while (wh->dloading) {
+		struct wh_delivery *next = wh->dloading->next;
+		delivery_free(wh->dloading);
+		wh->dloading = next;
+	}
+	wh->ndloading = 0;
 	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
 		for (struct wh_send *s = lists[i], *next; s; s = next) {
 			next = s->next;
@@ -782,56 +863,130 @@ void wh_deliver_shutdown(struct wh *wh)
 	wh->idle_easy = NULL;
 }
 
-/* ---- fan-out ---- */
+/* ---- delivery jobs: the first attempt to every endpoint ---- */
 
-struct fanout {
+/* Delivery jobs: $1 outbox ids, $2 the jobs' attempts (arrays, in batch order), $3 the
+ * attempts a send job gets. One row per enabled endpoint of the event's organisation
+ * whose events match its type; a job run again (attempt > 1) skips the endpoints that
+ * already have their send job. Events are looked up by key, as in load_sql. */
+static const char dload_sql[] =
+    "SELECT k.i::int, o.id::text, o.type, to_char(o.created_at AT TIME ZONE 'UTC', " WH_TS_FMT
+    "), o.title, o.data::text, w.url, w.secret, CASE WHEN w.previous_secret_expires_at > "
+    "now() THEN w.previous_secret END, w.enabled, $3::int, w.id::text FROM "
+    "unnest($1::uuid[], $2::int[]) WITH ORDINALITY AS k(outbox_id, attempt, i) CROSS JOIN "
+    "LATERAL (SELECT * FROM sp_outbox WHERE id = k.outbox_id OFFSET 0) o JOIN webhook_endpoints w "
+    "ON w.org_id = o.org_id AND "
+    "w.enabled AND EXISTS (SELECT 1 FROM unnest(w.events) AS p(v) WHERE p.v = '*' OR p.v = "
+    "o.type OR (right(p.v, 2) = '.*' AND starts_with(o.type, left(p.v, -1)))) WHERE "
+    "k.attempt = 1 OR NOT EXISTS (SELECT 1 FROM sp_jobs j WHERE j.queue = 'webhook.send' AND "
+    "j.dedupe_key = o.id::text || ':' || w.id::text)";
+
+struct dload_batch {
 	struct wh *wh;
-	struct sp_job *job;
-	bool sweeping;
+	int n;
+	struct wh_delivery *items[];
 };
 
-static void fanout_done(const struct sp_db_result *res, void *arg)
+static void dloaded(const struct sp_db_result *res, void *arg)
 {
-	struct fanout *f = arg;
-	const struct sp_api *api = f->wh->api;
-	if (f->sweeping)
-		f->wh->sweeping = false;
-	if (api->db_ok(res)) {
-		api->job_finish(f->job, SP_JOB_DONE, 0, NULL);
-	} else {
+	struct dload_batch *b = arg;
+	struct wh *wh = b->wh;
+	const struct sp_api *api = wh->api;
+	if (!api->db_ok(res)) {
 		char err[96];
-		snprintf(err, sizeof(err), "database error (%s) while fanning out",
+		snprintf(err, sizeof(err), "database error (%s) while loading the event",
 		         api->db_sqlstate(res));
-		api->job_finish(f->job, SP_JOB_RETRY, 0, err);
+		for (int i = 0; i < b->n; i++) {
+			api->job_finish(b->items[i]->job, SP_JOB_RETRY, 0, err);
+			delivery_free(b->items[i]);
+		}
+		free(b);
+		return;
 	}
-	free(f);
+	/* Every send is counted before any starts: one ending at once must not end its
+	 * delivery while others are still to come. */
+	for (int i = 0; i < b->n; i++)
+		b->items[i]->pending = 1;
+	int rows = api->db_ntuples(res);
+	for (int r = 0; r < rows; r++) {
+		int i = atoi(api->db_value(res, r, COL_INDEX)) - 1;
+		if (i < 0 || i >= b->n)
+			continue;
+		struct wh_delivery *d = b->items[i];
+		struct wh_send *s = send_new(wh);
+		if (!s) {
+			d->retry = true;
+			continue;
+		}
+		d->pending++;
+		s->delivery = d;
+		s->attempt = d->attempt;
+		snprintf(s->job_id, sizeof(s->job_id), "%s", d->job_id);
+		start_loaded(s, res, r);
+	}
+	/* The count's own share: a delivery without endpoints (or without its event) ends
+	 * here, the others when their last send is logged. */
+	for (int i = 0; i < b->n; i++)
+		delivery_release(b->items[i], true);
+	free(b);
 }
 
-/* The fan-out: this job's outbox row ($1) and the outbox rows of up to $3 other ready
- * fan-out jobs, which the same statement marks done (so that their send jobs exist
- * exactly when they are done); one webhook.send job per enabled endpoint of the event's
- * organisation whose events match its type ($2 max attempts). The dedupe key makes a
- * second run create nothing; workers are woken (on commit) only when a job was made. */
-static const char fanout_sql[] =
-    "WITH swept AS (UPDATE sp_jobs SET state = 'done', attempts = attempts + 1, updated_at = "
-    "now() WHERE id = ANY(ARRAY(SELECT id FROM sp_jobs WHERE queue = 'deliver.webhook' AND "
-    "state = 'pending' AND run_at <= now() ORDER BY run_at LIMIT $3::int FOR UPDATE SKIP "
-    "LOCKED)) RETURNING (payload->>'outbox_id')::uuid AS id), "
-    "o AS (SELECT id, type, org_id FROM sp_outbox WHERE id = ANY(ARRAY(SELECT id FROM swept) "
-    "|| $1::uuid)), "
-    "e AS (SELECT o.id AS outbox_id, w.id AS endpoint_id FROM o JOIN webhook_endpoints w ON "
-    "w.org_id = o.org_id AND w.enabled AND EXISTS (SELECT 1 FROM unnest(w.events) AS p(v) "
-    "WHERE p.v = '*' OR p.v = o.type OR (right(p.v, 2) = '.*' AND starts_with(o.type, "
-    "left(p.v, -1))))), "
-    "ins AS (INSERT INTO sp_jobs (queue, payload, dedupe_key, max_attempts, run_at) SELECT "
-    "'webhook.send', jsonb_build_object('outbox_id', outbox_id, 'endpoint_id', endpoint_id), "
-    "outbox_id::text || ':' || endpoint_id::text, $2::int, clock_timestamp() FROM e ON "
-    "CONFLICT DO NOTHING RETURNING id) "
-    "SELECT (SELECT count(*) FROM ins) AS created, (SELECT count(*) FROM swept) AS swept, "
-    "CASE WHEN EXISTS (SELECT 1 FROM ins) THEN pg_notify('sp_jobs', 'webhook.send') END";
+static void dload_flush(void *arg)
+{
+	struct wh *wh = arg;
+	wh->dload_timer = NULL;
+	int n = wh->ndloading;
+	struct wh_delivery *list = wh->dloading;
+	wh->dloading = NULL;
+	wh->ndloading = 0;
+	if (!list)
+		return;
+	struct dload_batch *b = calloc(1, sizeof(*b) + (size_t)n * sizeof(b->items[0]));
+	size_t cap = (size_t)n * 40 + 4;
+	char *outbox = malloc(cap), *attempts = malloc(cap);
+	if (!b || !outbox || !attempts) {
+		while (list) {
+			struct wh_delivery *next = list->next;
+			wh->api->job_finish(list->job, SP_JOB_RETRY, 0, "out of memory");
+			delivery_free(list);
+			list = next;
+		}
+		goto out;
+	}
+	b->wh = wh;
+	size_t lo = 1, la = 1;
+	outbox[0] = attempts[0] = '{';
+	for (struct wh_delivery *d = list; d; d = d->next) {
+		char num[16];
+		snprintf(num, sizeof(num), "%d", d->attempt);
+		b->items[b->n++] = d;
+		array_add(outbox, cap, &lo, d->outbox_id);
+		array_add(attempts, cap, &la, num);
+	}
+	snprintf(outbox + lo, cap - lo, "}");
+	snprintf(attempts + la, cap - la, "}");
+	char max[16];
+	snprintf(max, sizeof(max), "%d", wh->cfg.nschedule + 1);
+	const char *params[] = { outbox, attempts, max };
+	if (wh->api->db_query_prepared(wh->plugin, "wh_dload", dload_sql, 3, params, dloaded, b) <
+	    0) {
+		for (int i = 0; i < b->n; i++) {
+			wh->api->job_finish(b->items[i]->job, SP_JOB_RETRY, 0,
+			                    "database unavailable");
+			delivery_free(b->items[i]);
+		}
+		free(b);
+	}
+	b = NULL;
+out:
+	free(b);
+	free(outbox);
+	free(attempts);
+}
 
-/* "deliver.webhook": {outbox_id} → one webhook.send job per endpoint. */
-static void on_fanout(struct sp_job *job, const json_t *payload, void *arg)
+/* "deliver.webhook": {outbox_id}. Jobs claimed together arrive one after the other in
+ * the same loop turn; they are loaded with their endpoints by one query on the next. */
+static void on_deliver(struct sp_job *job, const json_t *payload, void *arg)
 {
 	struct wh *wh = arg;
 	const struct sp_api *api = wh->api;
@@ -840,28 +995,27 @@ static void on_fanout(struct sp_job *job, const json_t *payload, void *arg)
 		api->job_finish(job, SP_JOB_FAIL, 0, "bad payload: outbox_id expected");
 		return;
 	}
-	struct fanout *f = calloc(1, sizeof(*f));
-	if (!f) {
+	struct wh_delivery *d = calloc(1, sizeof(*d));
+	if (!d) {
 		api->job_finish(job, SP_JOB_RETRY, 0, "out of memory");
 		return;
 	}
-	f->wh = wh;
-	f->job = job;
-	char max[16], sweep[16];
-	snprintf(max, sizeof(max), "%d", wh->cfg.nschedule + 1);
-	/* One sweep at a time per process: concurrent ones would mostly skip each other's
-	 * locked rows. */
-	f->sweeping = !wh->sweeping;
-	snprintf(sweep, sizeof(sweep), "%d", f->sweeping ? FANOUT_SWEEP : 0);
-	const char *params[] = { outbox_id, max, sweep };
-	if (api->db_query_prepared(wh->plugin, "wh_fanout", fanout_sql, 3, params, fanout_done, f) <
-	    0) {
-		free(f);
-		api->job_finish(job, SP_JOB_RETRY, 0, "database unavailable");
-		return;
+	d->wh = wh;
+	d->job = job;
+	d->attempt = api->job_attempt(job);
+	snprintf(d->job_id, sizeof(d->job_id), "%s", api->job_id(job));
+	snprintf(d->outbox_id, sizeof(d->outbox_id), "%s", outbox_id);
+	d->next = wh->dloading;
+	wh->dloading = d;
+	if (++wh->ndloading >= LOAD_BATCH_MAX) {
+		if (wh->dload_timer)
+			api->timer_cancel(wh->dload_timer);
+		dload_flush(wh);
+	} else if (!wh->dload_timer) {
+		wh->dload_timer = api->timer_add(wh->plugin, 0, false, dload_flush, wh);
+		if (!wh->dload_timer)
+			dload_flush(wh);
 	}
-	if (f->sweeping)
-		wh->sweeping = true;
 }
 
 int wh_deliver_init(struct wh *wh, int concurrency)
@@ -871,7 +1025,8 @@ int wh_deliver_init(struct wh *wh, int concurrency)
 	wh->idle_easy = calloc((size_t)concurrency, sizeof(*wh->idle_easy));
 	int slots = concurrency * SLOTS_PER_REQUEST;
 	if (api->channel_register(wh->plugin, "webhook", SP_CHANNEL_ORG) < 0 ||
-	    api->job_handle(wh->plugin, "deliver.webhook", FANOUT_CONCURRENCY, on_fanout, wh) < 0 ||
+	    api->job_handle(wh->plugin, "deliver.webhook", slots < 1000 ? slots : 1000, on_deliver,
+	                    wh) < 0 ||
 	    api->job_handle(wh->plugin, "webhook.send", slots < 1000 ? slots : 1000, on_send, wh) <
 	        0)
 		return -1;

@@ -14,6 +14,9 @@ Python http.server receivers on 127.0.0.1.
   connect time without the allowance; 169.254.169.254 is refused even with it.
 - A cause rolled back after its outbox insert sends nothing (jobber fixture).
 - Two instances on one outbox deliver 300 events exactly once.
+- The first attempts are made by the delivery job itself: a delivered event leaves no
+  send job; a failed pair (event, endpoint) gets one, written with its log row; a
+  delivery job run again skips the endpoints that already have theirs.
 - kill -9 in the middle of 1,000 deliveries, then a restart: every event arrives, 1,000
   distinct event ids, no job left pending."""
 import base64
@@ -496,9 +499,10 @@ with tap.guard('webhooks'), PgCluster() as pg:
     with Server(database=url, args=['--workers', '1'], env=env2, config_text=CONFIG) as a, \
             Server(database=url, args=['--workers', '1'], env=env2, config_text=CONFIG) as b:
         ids = outbox(orgA, 'pair.item', 'pair', n=300)
-        ok = wait_for(lambda: q("SELECT count(*) FROM sp_jobs WHERE queue = 'webhook.send' AND "
-                                "payload->>'endpoint_id' = '%s' AND state = 'done'" % pair_id)
-                      == '300', 40)
+        pair_jobs = ("FROM sp_jobs WHERE queue = 'deliver.webhook' AND (payload->>'outbox_id')"
+                     "::uuid IN (SELECT id FROM sp_outbox WHERE type = 'pair.item')")
+        ok = wait_for(lambda: q("SELECT count(*) " + pair_jobs + " AND state = 'done'") == '300',
+                      40)
         tap.ok(ok, '300 events delivered by two instances')
         time.sleep(0.5)
         got = [x[2]['webhook-id'] for x in recv.on('/pair')]
@@ -507,10 +511,12 @@ with tap.guard('webhooks'), PgCluster() as pg:
         tap.eq(q("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = '%s' AND "
                  "attempt = 1 AND outcome = 'delivered'" % pair_id), '300',
                'one attempt each in the log')
+        tap.eq(q("SELECT count(*) FROM sp_jobs WHERE queue = 'webhook.send' AND payload->>"
+                 "'endpoint_id' = '%s'" % pair_id), '0',
+               'delivered by their delivery jobs: no send job')
         # updated_at is the end statement's now(): shared values mean shared statements.
-        tap.ok(int(q("SELECT count(*) - count(DISTINCT updated_at) FROM sp_jobs WHERE queue = "
-                     "'webhook.send' AND payload->>'endpoint_id' = '%s'" % pair_id)) > 0,
-               'send jobs ending together are written by one statement')
+        tap.ok(int(q("SELECT count(*) - count(DISTINCT updated_at) " + pair_jobs)) > 0,
+               'delivery jobs ending together are written by one statement')
         a.stop()
         b.stop()
 
@@ -523,9 +529,13 @@ with tap.guard('webhooks'), PgCluster() as pg:
     with Server(database=url, args=['--workers', '1'], env=BASE_ENV,
                 config_text=CONFIG + 'concurrency = 4\n') as a:
         ids = outbox(orgA, 'burst.item', 'burst', n=40)
-        ok = wait_for(lambda: q("SELECT count(*) FROM sp_jobs WHERE queue = 'webhook.send' AND "
-                                "state = 'done' AND (payload->>'outbox_id')::uuid IN (SELECT id "
-                                "FROM sp_outbox WHERE type = 'burst.item')") == '40', 40)
+        burst = ("(payload->>'outbox_id')::uuid IN (SELECT id FROM sp_outbox WHERE type = "
+                 "'burst.item')")
+        ok = wait_for(lambda: q("SELECT count(*) FROM webhook_deliveries d JOIN sp_outbox o ON "
+                                "o.id = d.event_id WHERE o.type = 'burst.item' AND outcome = "
+                                "'delivered'") == '40' and
+                      q("SELECT count(*) FROM sp_jobs WHERE state = 'done' AND queue IN "
+                        "('deliver.webhook', 'webhook.send') AND " + burst) == '43', 40)
         tap.ok(ok, 'a burst of 40 events is delivered')
         tap.ok(recv.peak.get('/burst', 0) <= 4,
                'with at most `concurrency` (4) requests at once (peak %d)'
@@ -533,17 +543,62 @@ with tap.guard('webhooks'), PgCluster() as pg:
         hits = recv.on('/burst')
         tap.eq((len(hits), {x[2]['webhook-id'] for x in hits} == set(ids)), (43, True),
                'every event arrives; the three that failed were sent again, nothing else')
-        tap.eq(q("SELECT string_agg(attempts || 'x' || n, ',' ORDER BY attempts) FROM (SELECT "
-                 "attempts, count(*) AS n FROM sp_jobs WHERE queue = 'webhook.send' AND "
-                 "(payload->>'outbox_id')::uuid IN (SELECT id FROM sp_outbox WHERE type = "
-                 "'burst.item') GROUP BY attempts) x"), '1x37,2x3',
-               'each job ended with its own outcome: three retried once, the rest done at once')
+        tap.eq(q("SELECT string_agg(queue || ':' || attempts || 'x' || n, ',' ORDER BY queue) "
+                 "FROM (SELECT queue, attempts, count(*) AS n FROM sp_jobs WHERE " + burst +
+                 " GROUP BY queue, attempts) x"), 'deliver.webhook:1x40,webhook.send:2x3',
+               'each attempt ended with its own outcome: every delivery job done at once, '
+               'the three failures retried by their send jobs (second attempt)')
         tap.eq(q("SELECT string_agg(outcome || ':' || n, ',' ORDER BY outcome) FROM (SELECT "
                  "outcome, count(*) AS n FROM webhook_deliveries d JOIN sp_outbox o ON o.id = "
                  "d.event_id WHERE o.type = 'burst.item' GROUP BY outcome) x"),
                'delivered:40,retrying:3', 'and the log has every attempt')
         a.stop()
     recv.delay['/burst'] = 0
+
+    # ---- one event, several endpoints: the delivery job makes the first attempts, and
+    # only a failed endpoint gets a send job (with its log row); a delivery job run again
+    # (its worker died) skips the endpoints that already have theirs ----
+    fan = {}
+    for name in ('fan-ok', 'fan-fail', 'fan-skip'):
+        fan[name] = q("INSERT INTO webhook_endpoints (org_id, url, events, secret) VALUES "
+                      "('%s', '%s', '{fan.*}', '%s') RETURNING id"
+                      % (orgA, recv.url('/' + name), secret)).splitlines()[0]
+    recv.plan('/fan-fail', (500, {}, 0), (500, {}, 0))
+    ev1 = outbox(orgA, 'fan.one', 'fan-1')
+    # ev2's delivery job as a restart finds it: its first run (attempt 1) gave fan-skip a
+    # send job (due in an hour here) and died before ending.
+    ev2 = outbox(orgA, 'fan.two', 'fan-2')
+    q("UPDATE sp_jobs SET attempts = 1 WHERE queue = 'deliver.webhook' AND dedupe_key = '%s'"
+      % ev2)
+    q("INSERT INTO sp_jobs (queue, payload, dedupe_key, attempts, max_attempts, run_at) VALUES "
+      "('webhook.send', jsonb_build_object('outbox_id', '%s'::uuid, 'endpoint_id', '%s'::uuid), "
+      "'%s:%s', 1, 4, now() + interval '1 hour')" % (ev2, fan['fan-skip'], ev2, fan['fan-skip']))
+    fan_sends = ("SELECT string_agg(payload->>'endpoint_id' || ':' || state || ':' || attempts, "
+                 "',' ORDER BY payload->>'endpoint_id', state) FROM sp_jobs WHERE queue = "
+                 "'webhook.send' AND payload->>'outbox_id' = '%s'")
+    with Server(database=url, args=['--workers', '1'], env=BASE_ENV, config_text=CONFIG) as a:
+        ok = wait_for(lambda: len(recv.on('/fan-fail')) >= 4 and
+                      q("SELECT count(*) FROM sp_jobs WHERE state = 'done' AND (payload->>"
+                        "'outbox_id')::uuid IN ('%s', '%s')" % (ev1, ev2)) == '4', 20)
+        tap.ok(ok, 'two events to three endpoints: delivered')
+        ids = lambda path: sorted(x[2]['webhook-id'] for x in recv.on(path))  # noqa: E731
+        tap.eq(ids('/fan-ok'), sorted([ev1, ev2]), 'each event once to the healthy endpoint')
+        tap.eq(ids('/fan-fail'), sorted([ev1, ev1, ev2, ev2]),
+               'twice to the failing one (500, then the retry)')
+        tap.eq(ids('/fan-skip'), [ev1],
+               'the delivery job run again skipped the endpoint that has its send job')
+        tap.eq(q(fan_sends % ev1), '%s:done:2' % fan['fan-fail'],
+               'a send job only for the endpoint that failed, done at its second attempt')
+        tap.eq(q(fan_sends % ev2), ','.join(sorted(['%s:done:3' % fan['fan-fail'],
+                                                    '%s:pending:1' % fan['fan-skip']])),
+               'and the one made before the restart left alone')
+        tap.eq(q("SELECT string_agg(attempt || outcome, ',' ORDER BY attempt) FROM "
+                 "webhook_deliveries WHERE event_id = '%s' AND endpoint_id = '%s'"
+                 % (ev1, fan['fan-fail'])), '1retrying,2delivered',
+               'the log has both attempts')
+        a.stop()
+    q("DELETE FROM sp_jobs WHERE queue = 'webhook.send' AND payload->>'outbox_id' = '%s'" % ev2)
+    q("UPDATE webhook_endpoints SET enabled = false WHERE events = '{fan.*}'")
 
     # ---- kill -9 in the middle of 1,000 deliveries ----
     q("INSERT INTO webhook_endpoints (org_id, url, events, secret) VALUES ('%s', '%s', "

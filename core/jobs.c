@@ -417,7 +417,10 @@ static char *utf8_copy(const char *text)
 
 /* Writes up to FINISH_BATCH_MAX ended jobs with one statement (their outcomes as one
  * JSON array); each row gets its own outcome, and only while this worker still holds
- * it. */
+ * it. The state test is written so that no partial index matches it: the only way in is
+ * the primary key, one lookup per ended job. Written as state = 'running', the generic
+ * plan of the prepared statement (statistics taken while few jobs ran) scanned this
+ * queue's running jobs and parsed the whole JSON array again for each of them. */
 static void write_batch(struct sp_jobs *jobs)
 {
 	json_t *rows = json_array();
@@ -443,7 +446,7 @@ static void write_batch(struct sp_jobs *jobs)
 	        "f.delay) ELSE j.run_at END, locked_by = NULL, locked_until = NULL, last_error "
 	        "= f.error, updated_at = now() FROM jsonb_to_recordset($1::jsonb) AS f(id "
 	        "bigint, state text, delay int, error text) WHERE j.id = f.id AND "
-	        "j.locked_by = $2 AND j.state = 'running'",
+	        "j.locked_by = $2 AND j.state NOT IN ('pending', 'done', 'dead')",
 	        2, params, finished, (void *)(intptr_t)n) < 0)
 		sp_warn("could not record the end of %d job(s); their leases will expire", n);
 	free(text);

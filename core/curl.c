@@ -1,7 +1,12 @@
 /* curl.c — libcurl's multi interface driven by the libevent loop, so plugins make
  * outgoing HTTPS and SMTP requests without blocking: curl tells us which sockets to
  * watch (socket callback) and when to wake it (timer callback); we tell curl when a
- * socket is ready (curl_multi_socket_action) and hand finished transfers back. */
+ * socket is ready (curl_multi_socket_action) and hand finished transfers back.
+ *
+ * Only curl's timer callback arms or stops the timer: a done callback may start new
+ * transfers, which arm it, inside the very socket_action that reported no transfer
+ * running. A socket's event is made once and changed only when what curl waits for
+ * changes (a keep-alive connection alternates between writing and reading). */
 #include "curl.h"
 #include "log.h"
 #include "util.h"
@@ -23,6 +28,7 @@ struct transfer {
 struct sock {
 	struct event *ev;
 	curl_socket_t fd;
+	short kind; /* the events ev waits for */
 };
 
 struct sp_curl {
@@ -64,8 +70,6 @@ static void sock_cb_ev(evutil_socket_t fd, short what, void *arg)
 	    (what & EV_READ ? CURL_CSELECT_IN : 0) | (what & EV_WRITE ? CURL_CSELECT_OUT : 0);
 	curl_multi_socket_action(c->multi, fd, action, &c->running);
 	check_done(c);
-	if (c->running <= 0 && evtimer_pending(c->timer, NULL))
-		evtimer_del(c->timer);
 }
 
 static void timer_cb_ev(evutil_socket_t fd, short what, void *arg)
@@ -93,11 +97,15 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *
 	if (!s) {
 		s = sp_calloc(1, sizeof(*s));
 		s->fd = fd;
+		s->ev = event_new(c->base, fd, kind, sock_cb_ev, c);
 		curl_multi_assign(c->multi, fd, s);
+	} else if (s->kind == kind) {
+		return 0;
 	} else {
-		event_free(s->ev);
+		event_del(s->ev);
+		event_assign(s->ev, c->base, fd, kind, sock_cb_ev, c);
 	}
-	s->ev = event_new(c->base, fd, kind, sock_cb_ev, c);
+	s->kind = kind;
 	event_add(s->ev, NULL);
 	return 0;
 }

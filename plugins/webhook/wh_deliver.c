@@ -71,10 +71,14 @@ struct wh_send {
 	char response[RESPONSE_MAX + 1];
 	size_t response_len;
 
+	long long queued_ms; /* when it began waiting for a connection (monotonic) */
+
 	/* the outcome */
 	long status; /* HTTP status, 0 without an answer */
 	long duration_ms;
-	const char *outcome; /* delivered, retrying, failed, disabled, refused */
+	/* delivered, retrying, failed, disabled, refused; or given_back: not attempted (it
+	 * waited too long for a connection), not logged, its send job due at once */
+	const char *outcome;
 	char error[ERROR_MAX + 1];
 	unsigned retry_s;
 	enum sp_job_outcome job_outcome;
@@ -85,11 +89,12 @@ struct wh_send {
 #define LOAD_BATCH_MAX   256 /* sends loaded by one query */
 #define RECORD_BATCH_MAX 256 /* attempts logged by one statement */
 #define RECORD_DELAY_MS  5   /* how long an attempt waits for others to be logged with */
-/* Jobs held per request slot: while some are being loaded or logged, others keep
- * every connection busy. A claimed delivery waits for a connection at most about one
- * request timeout, so with the default lease (120 s) and timeout (30 s) a job's lease
- * outlasts its wait and its own request. */
-#define SLOTS_PER_REQUEST 3
+/* Jobs held per request slot: while most are being claimed, loaded or logged (database
+ * round trips, several milliseconds each), the others keep the connections busy. A
+ * delivery waits for a connection at most timeout_s (one that would wait longer is given
+ * back), so that its wait and its own request fit in its lease when timeout_s is below
+ * half of it, as the setting's help asks. */
+#define SLOTS_PER_REQUEST 8
 
 static void sending_changed(struct wh *wh, int delta)
 {
@@ -218,10 +223,15 @@ static json_t *attempt_json(struct wh_send *s)
 	json_object_set_new(o, "response",
 	                    s->response_len ? json_string(s->response) : json_null());
 	bool retrying = strcmp(s->outcome, "retrying") == 0;
+	bool given_back = strcmp(s->outcome, "given_back") == 0;
 	json_object_set_new(o, "next_s", retrying ? json_integer(s->retry_s) : json_null());
-	/* The first attempt, made by the delivery job: a failure gets its send job. */
+	/* The first attempt, made by the delivery job: a failure gets its send job, and so
+	 * does an attempt given back (which does not count). */
 	if (s->delivery && strcmp(s->outcome, "delivered") != 0) {
-		json_object_set_new(o, "job_state", json_string(retrying ? "pending" : "dead"));
+		json_object_set_new(o, "job_state",
+		                    json_string(retrying || given_back ? "pending" : "dead"));
+		json_object_set_new(o, "job_attempts",
+		                    json_integer(given_back ? s->attempt - 1 : s->attempt));
 		json_object_set_new(o, "max_attempts", json_integer(s->max_attempts));
 	}
 	return o;
@@ -229,7 +239,8 @@ static json_t *attempt_json(struct wh_send *s)
 
 /* Writes the attempts ($1, a JSON array), disables the endpoints that answered 410, and
  * gives each failed first attempt (job_state set) its send job: pending until its next
- * attempt, or dead. An attempt of an endpoint deleted meanwhile is skipped. A delivery
+ * attempt, or dead; a first attempt given back gets one due at once, and no log row
+ * (the workers' poll finds it). An attempt of an endpoint deleted meanwhile is skipped. A delivery
  * job whose last attempts these are (end_job) is deleted with them, while it is still
  * the run that made them (same attempts count): a row deleted costs PostgreSQL a fifth
  * of a row updated to done, whose every index gets a new entry. The core's own end of
@@ -237,8 +248,8 @@ static json_t *attempt_json(struct wh_send *s)
 static const char record_sql[] =
     "WITH a AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS a(endpoint_id uuid, event_id "
     "uuid, event_type text, attempt int, job_id bigint, outcome text, status_code int, error "
-    "text, response text, duration_ms int, next_s int, job_state text, max_attempts int, "
-    "end_job boolean)), "
+    "text, response text, duration_ms int, next_s int, job_state text, job_attempts int, "
+    "max_attempts int, end_job boolean)), "
     "r AS (SELECT * FROM a WHERE EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = "
     "a.endpoint_id)), "
     "d AS (DELETE FROM sp_jobs j USING a WHERE a.end_job AND j.id = a.job_id AND j.queue = "
@@ -250,12 +261,13 @@ static const char record_sql[] =
     "j AS (INSERT INTO sp_jobs (queue, payload, dedupe_key, state, attempts, max_attempts, "
     "run_at, last_error) SELECT 'webhook.send', jsonb_build_object('outbox_id', event_id, "
     "'endpoint_id', endpoint_id), event_id::text || ':' || endpoint_id::text, job_state, "
-    "attempt, greatest(max_attempts, attempt), now() + make_interval(secs => "
+    "job_attempts, greatest(max_attempts, attempt), now() + make_interval(secs => "
     "coalesce(next_s, 0)), error FROM r WHERE job_state IS NOT NULL ON CONFLICT DO NOTHING) "
     "INSERT INTO webhook_deliveries (endpoint_id, event_id, event_type, attempt, job_id, "
     "outcome, status_code, error, response, duration_ms, next_attempt_at) SELECT "
     "endpoint_id, event_id, event_type, attempt, job_id, outcome, status_code, error, "
-    "response, duration_ms, now() + make_interval(secs => next_s) FROM r";
+    "response, duration_ms, now() + make_interval(secs => next_s) FROM r WHERE outcome <> "
+    "'given_back'";
 
 struct record_batch {
 	struct wh *wh;
@@ -562,15 +574,42 @@ static void post(struct wh_send *s)
 }
 
 /* Starts waiting deliveries while there is room. */
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A delivery that waited longer than timeout_s for a connection is not sent: with its
+ * own request it could outlive its job's lease, and another instance send it too. A
+ * delivery job's endpoint gets a send job due at once (the attempt does not count); a
+ * send job is retried a second later (the claim counted the attempt). */
+static void give_back(struct wh_send *s)
+{
+	snprintf(s->error, sizeof(s->error),
+	         "waited longer than timeout_s for a free connection; given back");
+	if (s->delivery) {
+		s->outcome = "given_back";
+		record(s);
+	} else {
+		send_abort(s, SP_JOB_RETRY, 1, 503, s->error);
+	}
+}
+
 static void post_waiting(struct wh *wh)
 {
+	long long now = wh->waiting ? now_ms() : 0;
 	while (wh->waiting && wh->posting < wh->post_max) {
 		struct wh_send *s = wh->waiting;
 		wh->waiting = s->next;
 		if (!wh->waiting)
 			wh->waiting_last = NULL;
 		s->next = NULL;
-		post(s);
+		if (now - s->queued_ms > wh->cfg.timeout_s * 1000)
+			give_back(s);
+		else
+			post(s);
 	}
 }
 
@@ -677,6 +716,7 @@ static void start_loaded(struct wh_send *s, const struct sp_db_result *res, int 
 		return;
 	}
 	if (is_job(s) && (wh->waiting || wh->posting >= wh->post_max)) {
+		s->queued_ms = now_ms();
 		s->next = NULL;
 		if (wh->waiting_last)
 			wh->waiting_last->next = s;

@@ -557,6 +557,33 @@ with tap.guard('webhooks'), PgCluster() as pg:
         a.stop()
     recv.delay['/burst'] = 0
 
+    # ---- a delivery that waited longer than timeout_s for a connection is given back:
+    # not sent then (with its own request it could outlive its job's lease), its endpoint
+    # gets a send job due at once, and the attempt is neither counted nor logged ----
+    q("INSERT INTO webhook_endpoints (org_id, url, events, secret) VALUES ('%s', '%s', "
+      "'{queue.*}', '%s')" % (orgA, recv.url('/queue'), secret))
+    recv.delay['/queue'] = 0.7
+    slow_cfg = '[plugin.webhook]\nretry_schedule = 1,1,1\ntimeout_s = 1\nconcurrency = 1\n'
+    with Server(database=url, args=['--workers', '1'], env=BASE_ENV, config_text=slow_cfg) as a:
+        ids = outbox(orgA, 'queue.item', 'queue', n=4)
+        queued = "(SELECT id FROM sp_outbox WHERE type = 'queue.item')"
+        ok = wait_for(lambda: q("SELECT count(*) FROM webhook_deliveries WHERE event_id IN "
+                                + queued) == '4', 30)
+        tap.ok(ok, 'four deliveries through one connection answering in 0.7 s (timeout_s = 1)')
+        hits = [x[2]['webhook-id'] for x in recv.on('/queue')]
+        tap.eq((len(hits), set(hits) == set(ids)), (4, True), 'each sent once')
+        sends = q("SELECT string_agg(state || ':' || attempts, ',') FROM sp_jobs WHERE queue = "
+                  "'webhook.send' AND (payload->>'outbox_id')::uuid IN " + queued)
+        tap.ok(sends and set(sends.split(',')) == {'done:1'} and
+               1 <= len(sends.split(',')) <= 3,
+               'those that waited too long were given back to send jobs, sent at their first '
+               'attempt (%s)' % sends)
+        tap.eq(q("SELECT string_agg(DISTINCT attempt || outcome, ',') FROM webhook_deliveries "
+                 "WHERE event_id IN " + queued), '1delivered',
+               'the log has one attempt per event, nothing for the attempts given back')
+        a.stop()
+    recv.delay['/queue'] = 0
+
     # ---- one event, several endpoints: the delivery job makes the first attempts, and
     # only a failed endpoint gets a send job (with its log row); a delivery job run again
     # (its worker died) skips the endpoints that already have theirs ----

@@ -597,7 +597,7 @@ with tap.guard('webhooks'), PgCluster() as pg:
     # ev2's delivery job as a restart finds it: its first run (attempt 1) gave fan-skip a
     # send job (due in an hour here) and died before ending.
     ev2 = outbox(orgA, 'fan.two', 'fan-2')
-    q("UPDATE sp_jobs SET attempts = 1 WHERE queue = 'deliver.webhook' AND dedupe_key = '%s'"
+    q("UPDATE sp_jobs SET attempts = 1 WHERE queue = 'deliver.webhook' AND payload->>'outbox_id' = '%s'"
       % ev2)
     q("INSERT INTO sp_jobs (queue, payload, dedupe_key, attempts, max_attempts, run_at) VALUES "
       "('webhook.send', jsonb_build_object('outbox_id', '%s'::uuid, 'endpoint_id', '%s'::uuid), "

@@ -211,40 +211,119 @@ static void clean_response(struct wh_send *s)
 	s->response[s->response_len] = '\0';
 }
 
-static json_t *attempt_json(struct wh_send *s)
+/* A growing text buffer for the log batch (jansson's objects cost more than the
+ * attempts' own work). oom is set when an allocation failed. */
+struct wbuf {
+	char *p;
+	size_t len, cap;
+	bool oom;
+};
+
+static void wb_add(struct wbuf *w, const char *text, size_t n)
 {
-	json_t *o =
-	    json_pack("{s:s, s:s, s:s, s:i, s:s, s:i}", "endpoint_id", s->endpoint_id, "event_id",
-	              s->event_id, "event_type", s->event_type, "attempt", s->attempt, "outcome",
-	              s->outcome, "duration_ms", (json_int_t)s->duration_ms);
-	json_object_set_new(o, "job_id", s->job_id[0] ? json_string(s->job_id) : json_null());
-	json_object_set_new(o, "status_code", s->status ? json_integer(s->status) : json_null());
-	json_object_set_new(o, "error", s->error[0] ? json_string(s->error) : json_null());
-	json_object_set_new(o, "response",
-	                    s->response_len ? json_string(s->response) : json_null());
+	if (w->oom)
+		return;
+	if (w->len + n + 1 > w->cap) {
+		size_t cap = w->cap ? w->cap * 2 : 4096;
+		while (cap < w->len + n + 1)
+			cap *= 2;
+		char *p = realloc(w->p, cap);
+		if (!p) {
+			w->oom = true;
+			return;
+		}
+		w->p = p;
+		w->cap = cap;
+	}
+	memcpy(w->p + w->len, text, n);
+	w->len += n;
+	w->p[w->len] = '\0';
+}
+
+static void wb_puts(struct wbuf *w, const char *text)
+{
+	wb_add(w, text, strlen(text));
+}
+
+/* `,"key":value` with value a number, or null when absent. */
+static void wb_num(struct wbuf *w, const char *key, bool present, long long v)
+{
+	char num[96];
+	int n = present ? snprintf(num, sizeof(num), ",\"%s\":%lld", key, v)
+	                : snprintf(num, sizeof(num), ",\"%s\":null", key);
+	wb_add(w, num, (size_t)n);
+}
+
+/* `,"key":"value"` (JSON-escaped; bytes beyond ASCII become '?', so that one odd error
+ * text cannot make the batch's JSON invalid), or null when value is NULL or empty. */
+static void wb_str(struct wbuf *w, const char *key, const char *value)
+{
+	wb_puts(w, ",\"");
+	wb_puts(w, key);
+	if (!value || !*value) {
+		wb_puts(w, "\":null");
+		return;
+	}
+	wb_puts(w, "\":\"");
+	const char *run = value;
+	for (const char *c = value; *c; c++) {
+		unsigned char u = (unsigned char)*c;
+		if (u >= 0x20 && u < 0x7f && u != '"' && u != '\\')
+			continue;
+		wb_add(w, run, (size_t)(c - run));
+		char esc[8];
+		if (u == '"' || u == '\\')
+			snprintf(esc, sizeof(esc), "\\%c", u);
+		else if (u >= 0x7f)
+			snprintf(esc, sizeof(esc), "?");
+		else
+			snprintf(esc, sizeof(esc), "\\u%04x", u);
+		wb_puts(w, esc);
+		run = c + 1;
+	}
+	wb_puts(w, run);
+	wb_puts(w, "\"");
+}
+
+/* One attempt as a JSON object (the columns of record_sql's recordset). end_job: the
+ * delivery job ends with this batch. */
+static void attempt_text(struct wbuf *w, const struct wh_send *s, bool end_job)
+{
 	bool retrying = strcmp(s->outcome, "retrying") == 0;
 	bool given_back = strcmp(s->outcome, "given_back") == 0;
-	json_object_set_new(o, "next_s", retrying ? json_integer(s->retry_s) : json_null());
+	char head[32];
+	snprintf(head, sizeof(head), "{\"attempt\":%d", s->attempt);
+	wb_puts(w, head);
+	wb_str(w, "endpoint_id", s->endpoint_id);
+	wb_str(w, "event_id", s->event_id);
+	wb_str(w, "event_type", s->event_type);
+	wb_str(w, "outcome", s->outcome);
+	wb_num(w, "duration_ms", true, s->duration_ms);
+	wb_num(w, "job_id", s->job_id[0], s->job_id[0] ? atoll(s->job_id) : 0);
+	wb_num(w, "status_code", s->status != 0, s->status);
+	wb_str(w, "error", s->error);
+	wb_str(w, "response", s->response_len ? s->response : NULL);
+	wb_num(w, "next_s", retrying, s->retry_s);
 	/* The first attempt, made by the delivery job: a failure gets its send job, and so
 	 * does an attempt given back (which does not count). */
 	if (s->delivery && strcmp(s->outcome, "delivered") != 0) {
-		json_object_set_new(o, "job_state",
-		                    json_string(retrying || given_back ? "pending" : "dead"));
-		json_object_set_new(o, "job_attempts",
-		                    json_integer(given_back ? s->attempt - 1 : s->attempt));
-		json_object_set_new(o, "max_attempts", json_integer(s->max_attempts));
+		wb_str(w, "job_state", retrying || given_back ? "pending" : "dead");
+		wb_num(w, "job_attempts", true, given_back ? s->attempt - 1 : s->attempt);
+		wb_num(w, "max_attempts", true, s->max_attempts);
 	}
-	return o;
+	if (end_job)
+		wb_puts(w, ",\"end_job\":true");
+	wb_puts(w, "}");
 }
 
 /* Writes the attempts ($1, a JSON array), disables the endpoints that answered 410, and
  * gives each failed first attempt (job_state set) its send job: pending until its next
  * attempt, or dead; a first attempt given back gets one due at once, and no log row
- * (the workers' poll finds it). An attempt of an endpoint deleted meanwhile is skipped. A delivery
- * job whose last attempts these are (end_job) is deleted with them, while it is still
- * the run that made them (same attempts count): a row deleted costs PostgreSQL a fifth
- * of a row updated to done, whose every index gets a new entry. The core's own end of
- * the job then finds no row. */
+ * (the workers' poll finds it). An attempt of an endpoint deleted meanwhile is skipped.
+ * A delivery job whose last attempts these are (end_job) is deleted with them, while it
+ * is still the run that made them (same attempts count): a row deleted costs PostgreSQL
+ * a fifth of a row updated to done, whose every index gets a new entry. The core's own
+ * end of the job then finds no row. */
 static const char record_sql[] =
     "WITH a AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS a(endpoint_id uuid, event_id "
     "uuid, event_type text, attempt int, job_id bigint, outcome text, status_code int, error "
@@ -314,19 +393,23 @@ static void record_flush(void *arg)
 	for (struct wh_send *s = list; s; s = s->next)
 		if (s->delivery)
 			s->delivery->batched++;
-	json_t *rows = json_array();
+	struct wbuf w = { 0 };
+	wb_puts(&w, "[");
 	for (struct wh_send *s = list; s; s = s->next) {
-		json_t *row = attempt_json(s);
 		struct wh_delivery *d = s->delivery;
+		bool end_job = false;
 		if (d && d->batched > 0) {
-			if (d->batched == d->pending && !d->retry)
-				json_object_set_new(row, "end_job", json_true());
+			end_job = d->batched == d->pending && !d->retry;
 			d->batched = 0; /* one row per delivery carries it */
 		}
-		json_array_append_new(rows, row);
+		if (s != list)
+			wb_puts(&w, ",");
+		attempt_text(&w, s, end_job);
 	}
-	char *text = json_dumps(rows, JSON_COMPACT);
-	json_decref(rows);
+	wb_puts(&w, "]");
+	char *text = w.oom ? NULL : w.p;
+	if (w.oom)
+		free(w.p);
 	if (b && text) {
 		b->wh = wh;
 		b->list = list;

@@ -344,6 +344,8 @@ with tap.guard('webhooks'), PgCluster() as pg:
                    for d in log['items']), 'with the event id and timing')
         tap.ok(log['items'][1]['error'] == 'HTTP 503' and log['items'][1]['next_attempt_at'],
                'errors and next attempt times')
+        tap.eq((log['items'][0]['response'], log['items'][1]['response']),
+               ('{"ok":true}', 'nope'), "the receivers' answers, quotes and all")
         gaps = [b[0] - a[0] for a, b in zip(hits, hits[1:])]
         tap.ok(all(g >= 0.8 for g in gaps), 'attempts follow the schedule (gaps %s)'
                % ['%.1f' % g for g in gaps])
